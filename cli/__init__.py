@@ -1,0 +1,1 @@
+"""The mrvae-cli command line."""

@@ -1,0 +1,295 @@
+"""The conditioning core of MR-VAEs: beta ranges, beta sampling, the standardised
+hyper-input and the gates.
+
+Every beta-conditioned model in this project (the linear VAE here and every family in
+``deep/``) imports these pieces; none keeps a copy.
+
+Conventions
+-----------
+* ``beta`` is the weight on the rate, always > 0.
+* The training range is ``[a, b]``; ``log beta`` is sampled uniformly on ``[log a, log b]``.
+* The hyper-input is ``u = (log beta - mid) / scale`` with ``mid = (log a + log b) / 2`` and
+  ``scale = half_range / sqrt(3)``, ``half_range = (log b - log a) / 2``, so that
+  ``u ~ U(-sqrt(3), sqrt(3))`` has mean 0 and variance 1 (paper section 3.4).
+* A gate maps ``u`` (shape ``(B,)`` or ``(B, 1)``) to one factor per channel, shape ``(B, C)``,
+  and multiplies the pre-activation ``x`` of shape ``(B, C)``, ``(B, C, H, W)`` or any shape whose
+  ``channel_dim`` has size C.  beta is always passed explicitly: ``model(x, beta)``.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+SQRT3 = math.sqrt(3.0)
+
+__all__ = [
+    "BetaRange",
+    "BetaRangeError",
+    "sigmoid_gate",
+    "sqrt_gate",
+    "GATE_KINDS",
+    "Gate",
+    "HyperMLP",
+    "gate_bias_for_value",
+]
+
+
+class BetaRangeError(ValueError):
+    """Raised for an invalid beta range or an invalid beta value."""
+
+
+@dataclass(frozen=True)
+class BetaRange:
+    """Log-uniform training range ``[a, b]`` of beta, with ``0 < a < b``."""
+
+    a: float = 0.01
+    b: float = 10.0
+
+    def __post_init__(self) -> None:
+        a, b = float(self.a), float(self.b)
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise BetaRangeError(f"beta range must be finite, got a={self.a}, b={self.b}")
+        if a <= 0:
+            raise BetaRangeError(f"beta range needs a > 0 (log-uniform sampling), got a={self.a}")
+        if a >= b:
+            raise BetaRangeError(f"beta range needs a < b, got a={self.a}, b={self.b}")
+        object.__setattr__(self, "a", a)
+        object.__setattr__(self, "b", b)
+
+    # -- the fixed affine map between log beta and u ------------------------------------
+    @property
+    def log_a(self) -> float:
+        return math.log(self.a)
+
+    @property
+    def log_b(self) -> float:
+        return math.log(self.b)
+
+    @property
+    def mid(self) -> float:
+        """Centre of ``[log a, log b]``."""
+        return 0.5 * (self.log_a + self.log_b)
+
+    @property
+    def half_range(self) -> float:
+        """Half the width of ``[log a, log b]``."""
+        return 0.5 * (self.log_b - self.log_a)
+
+    @property
+    def scale(self) -> float:
+        """Standard deviation of ``log beta`` under the log-uniform law: ``half_range / sqrt(3)``."""
+        return self.half_range / SQRT3
+
+    def standardize(self, beta: torch.Tensor | float) -> torch.Tensor:
+        """Hyper-input ``u`` for ``beta`` (same shape); ``u`` in ``[-sqrt 3, sqrt 3]`` on the range."""
+        beta = torch.as_tensor(beta, dtype=torch.get_default_dtype()) if not torch.is_tensor(beta) else beta
+        if torch.any(beta <= 0):
+            raise BetaRangeError("beta must be > 0")
+        return (torch.log(beta) - self.mid) / self.scale
+
+    def unstandardize(self, u: torch.Tensor | float) -> torch.Tensor:
+        """Inverse of :meth:`standardize`: beta for hyper-input ``u``."""
+        u = torch.as_tensor(u, dtype=torch.get_default_dtype()) if not torch.is_tensor(u) else u
+        return torch.exp(u * self.scale + self.mid)
+
+    # -- sampling and grids --------------------------------------------------------------
+    def sample(
+        self,
+        n: int,
+        *,
+        per: str = "example",
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Draw ``n`` betas, log-uniform on ``[a, b]``; shape ``(n,)``.
+
+        ``per="example"`` draws one beta per example (the reference code's choice);
+        ``per="batch"`` draws one beta and repeats it ``n`` times (the paper's Algorithm 1).
+        """
+        if per not in ("example", "batch"):
+            raise ValueError(f"per must be 'example' or 'batch', got {per!r}")
+        dtype = dtype or torch.get_default_dtype()
+        m = n if per == "example" else 1
+        u01 = torch.rand(m, generator=generator, dtype=dtype, device="cpu").to(device or "cpu")
+        log_beta = self.log_a + (self.log_b - self.log_a) * u01
+        beta = torch.exp(log_beta)
+        return beta if per == "example" else beta.expand(n).clone()
+
+    def grid(self, n: int = 20) -> torch.Tensor:
+        """``n`` log-spaced betas from a to b (float64), shape ``(n,)``."""
+        if n < 1:
+            raise ValueError("grid needs n >= 1")
+        return torch.logspace(math.log10(self.a), math.log10(self.b), n, dtype=torch.float64)
+
+    def contains(self, beta: torch.Tensor | float, rtol: float = 1e-9) -> bool:
+        beta = torch.as_tensor(beta, dtype=torch.float64)
+        return bool(torch.all((beta >= self.a * (1 - rtol)) & (beta <= self.b * (1 + rtol))))
+
+    def check(self, beta: torch.Tensor | float, what: str = "model") -> None:
+        """Warn when ``beta`` leaves the trained range (the response is extrapolated there)."""
+        if not self.contains(beta):
+            warnings.warn(
+                f"beta outside the {what}'s trained range [{self.a:g}, {self.b:g}]: "
+                "the MR-VAE extrapolates there and its outputs are not trained",
+                stacklevel=2,
+            )
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "sampling": "log-uniform",
+                "hyper_input": "u = (log beta - mid) / (half_range / sqrt(3))",
+                "mid": self.mid, "scale": self.scale}
+
+
+# ----------------------------------------------------------------------------------------
+# gate functions
+# ----------------------------------------------------------------------------------------
+def sigmoid_gate(x: torch.Tensor) -> torch.Tensor:
+    """Encoder gate ``1 / (1 + exp(-x))``, in (0, 1)."""
+    return torch.sigmoid(x)
+
+
+class _SqrtGateFn(torch.autograd.Function):
+    """``sqrt(relu(1 - exp(x)))`` with a finite gradient at the kink (x -> 0-)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        one_minus = -torch.expm1(x)  # 1 - e^x, accurate near 0
+        y = torch.sqrt(torch.clamp(one_minus, min=0.0))
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x, y = ctx.saved_tensors
+        tiny = torch.finfo(y.dtype).eps ** 0.5
+        d = -torch.exp(x) / (2.0 * torch.clamp(y, min=tiny))
+        return grad * torch.where(x < 0, d, torch.zeros_like(d))
+
+
+def sqrt_gate(x: torch.Tensor) -> torch.Tensor:
+    """Decoder gate ``sqrt(relu(1 - exp(x)))``, in [0, 1); exactly 0 for x >= 0.
+
+    Its gradient is ``-e^x / (2 y)`` for x < 0 (clamped near the kink) and 0 for x >= 0.
+    """
+    return _SqrtGateFn.apply(x)
+
+
+def gate_bias_for_value(kind: str, value: float) -> float:
+    """Pre-activation at which gate ``kind`` outputs ``value`` (used to initialise gates open)."""
+    if not 0.0 < value < 1.0:
+        raise ValueError("gate init value must lie in (0, 1)")
+    if kind == "sigmoid":
+        return math.log(value / (1.0 - value))
+    if kind == "sqrt":
+        return math.log(1.0 - value * value)
+    raise ValueError(f"no bias rule for gate kind {kind!r}")
+
+
+GATE_KINDS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
+    "sigmoid": sigmoid_gate,
+    "sqrt": sqrt_gate,
+    "film": None,  # scale-and-shift, handled in Gate
+}
+
+
+class HyperMLP(nn.Module):
+    """A small MLP from the hyper-input to gate pre-activations (ablation of App. D).
+
+    ``hidden=()`` is the paper's default linear map ``w * u + b``.
+    """
+
+    def __init__(self, out_features: int, hidden: Sequence[int] = (), in_features: int = 1,
+                 activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), activation()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(width, out_features)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(h))
+
+
+def _as_hyper_batch(u: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` or ``(B, F)`` -> ``(B, F)``."""
+    if u.dim() == 0:
+        return u.reshape(1, 1)
+    if u.dim() == 1:
+        return u.unsqueeze(-1)
+    if u.dim() == 2:
+        return u
+    raise ValueError(f"hyper-input must have shape (B,) or (B, F), got {tuple(u.shape)}")
+
+
+class Gate(nn.Module):
+    """Per-channel beta gate: ``gate(hyper(u)) * x`` (or FiLM ``(1 + g) * x + s``).
+
+    Parameters
+    ----------
+    features: number of channels C.
+    kind: ``"sigmoid"`` (encoders), ``"sqrt"`` (decoders) or ``"film"`` (ablation).
+    hidden: hidden widths of the hyper network; ``()`` is the paper's affine map of u.
+    in_features: width of the hyper-input (1 for u itself; larger for shared hyper features).
+    init_value: gate output at initialisation for every u (the gate starts open, never dead).
+    channel_dim: dimension of ``x`` that holds the C channels (1 for ``(B, C)`` and ``(B, C, H, W)``).
+
+    ``forward(x, u)``: ``x`` of shape ``(B, ..., C, ...)`` and ``u`` of shape ``(B,)`` or
+    ``(B, in_features)``; returns a tensor shaped like ``x``.
+    """
+
+    def __init__(self, features: int, kind: str = "sigmoid", *, hidden: Sequence[int] = (),
+                 in_features: int = 1, init_value: float = 0.9, channel_dim: int = 1,
+                 activation: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        if kind not in GATE_KINDS:
+            raise ValueError(f"unknown gate kind {kind!r}; choose from {sorted(GATE_KINDS)}")
+        self.features = features
+        self.kind = kind
+        self.channel_dim = channel_dim
+        out = 2 * features if kind == "film" else features
+        self.hyper = HyperMLP(out, hidden=hidden, in_features=in_features, activation=activation)
+        with torch.no_grad():
+            self.hyper.out.weight.zero_()
+            if kind == "film":
+                self.hyper.out.bias.zero_()  # identity map at init: scale 1, shift 0
+            else:
+                self.hyper.out.bias.fill_(gate_bias_for_value(kind, init_value))
+
+    def factors(self, u: torch.Tensor) -> torch.Tensor:
+        """Gate values, shape ``(B, C)`` (``(B, 2C)`` for FiLM: scale, shift)."""
+        pre = self.hyper(_as_hyper_batch(u).to(self.hyper.out.weight.dtype))
+        if self.kind == "film":
+            scale, shift = pre.chunk(2, dim=-1)
+            return torch.cat([1.0 + scale, shift], dim=-1)
+        return GATE_KINDS[self.kind](pre)  # type: ignore[misc]
+
+    def _broadcast(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        dim = self.channel_dim % x.dim()
+        if x.shape[dim] != self.features:
+            raise ValueError(f"gate has {self.features} channels but x has {x.shape[dim]} "
+                             f"on dim {dim} (shape {tuple(x.shape)})")
+        if g.shape[0] != x.shape[0]:
+            if g.shape[0] != 1:
+                raise ValueError(f"hyper-input batch {g.shape[0]} does not match x batch {x.shape[0]}")
+        shape = [g.shape[0]] + [1] * (x.dim() - 1)
+        shape[dim] = self.features
+        return g.reshape(shape)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        g = self.factors(u)
+        if self.kind == "film":
+            scale, shift = g.chunk(2, dim=-1)
+            return self._broadcast(scale, x) * x + self._broadcast(shift, x)
+        return self._broadcast(g, x) * x
+
+    def extra_repr(self) -> str:
+        return f"features={self.features}, kind={self.kind}, channel_dim={self.channel_dim}"

@@ -1,0 +1,28 @@
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow test: pass --runslow to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real data root ($MRVAE_DATA, else ../shared/data); skips when absent."""
+    root = Path(os.environ.get("MRVAE_DATA") or SHARED_DATA)
+    if not root.is_dir():
+        pytest.skip(f"real data not present at {root} (set MRVAE_DATA to the shared data folder)")
+    return root
