@@ -1,0 +1,156 @@
+"""Objectives of the deep beta-VAEs and MR-VAEs: rate (Gaussian KL), distortions and the loss.
+
+Conventions (paper section 1; written into every result file through :attr:`Distortion.description`)
+-----------------------------------------------------------------------------------------------------
+* ``rate``: closed-form ``KL(N(mu, diag exp(log_var)) || N(0, I))`` summed over latents, nats, shape ``(B,)``.
+* ``distortion``: summed over every pixel of an example, shape ``(B,)``.  The decoder always returns
+  ``logits``; the mean image is ``sigmoid(logits)``.
+
+  - ``"bernoulli"``: Bernoulli NLL (binary cross-entropy with logits, numerically stable); the targets may be
+    grey values in [0, 1].  A true NLL in nats.
+  - ``"sse"``: the paper's colour-image distortion: sum of squared errors of ``sigmoid(logits)`` against
+    ``x`` in [0, 1], no 1/2 factor and no constant.  NOT a normalised NLL (it is the Gaussian NLL with
+    sigma^2 = 1/2 minus a constant), so beta means something else than under a true NLL.
+  - ``"half_sse"``: ``1/2`` SSE (the Gaussian NLL with sigma^2 = 1 without its constant).
+  - ``"gaussian_nll"``: Gaussian NLL with sigma^2 = 1: ``1/2 SSE + n/2 log(2 pi)`` (n pixels); a true NLL.
+* ``loss = mean_b (distortion_b + beta_b * rate_b)`` with one beta per example (``(B,)``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "Distortion",
+    "DISTORTIONS",
+    "UnknownDistortionError",
+    "NotALikelihoodError",
+    "gaussian_kl",
+    "get_distortion",
+    "bernoulli_distortion",
+    "sse_distortion",
+    "half_sse_distortion",
+    "gaussian_nll_distortion",
+    "vae_loss",
+    "LOG_2PI",
+]
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class UnknownDistortionError(ValueError):
+    """Raised for a distortion name that is not in :data:`DISTORTIONS`."""
+
+
+class NotALikelihoodError(ValueError):
+    """Raised when a log-likelihood is asked of a distortion that is not a true negative log-likelihood."""
+
+
+def _per_example_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over every dimension but the first: ``(B, ...) -> (B,)``."""
+    return t.reshape(t.shape[0], -1).sum(dim=1)
+
+
+def _check_shapes(logits: torch.Tensor, x: torch.Tensor) -> None:
+    if logits.shape != x.shape:
+        raise ValueError(f"decoder output shape {tuple(logits.shape)} does not match data shape {tuple(x.shape)}")
+
+
+def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """Rate ``KL(N(mu, diag exp(log_var)) || N(0, I))`` in nats, summed over latents.
+
+    ``mu``, ``log_var``: ``(B, K)`` (or ``(B, ...)``); returns ``(B,)``.
+    """
+    if mu.shape != log_var.shape:
+        raise ValueError(f"mu {tuple(mu.shape)} and log_var {tuple(log_var.shape)} differ in shape")
+    kl = 0.5 * (mu.pow(2) + torch.exp(log_var) - 1.0 - log_var)
+    return _per_example_sum(kl)
+
+
+def bernoulli_distortion(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Bernoulli NLL ``-sum [x log sigmoid(l) + (1 - x) log(1 - sigmoid(l))]`` in nats, ``(B,)``."""
+    _check_shapes(logits, x)
+    return _per_example_sum(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
+
+
+def sse_distortion(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The paper's colour distortion: ``sum (sigmoid(logits) - x)^2`` (no 1/2, no constant), ``(B,)``."""
+    _check_shapes(logits, x)
+    return _per_example_sum((torch.sigmoid(logits) - x).pow(2))
+
+
+def half_sse_distortion(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``1/2 sum (sigmoid(logits) - x)^2``, ``(B,)``."""
+    return 0.5 * sse_distortion(logits, x)
+
+
+def gaussian_nll_distortion(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Gaussian NLL with mean ``sigmoid(logits)`` and sigma^2 = 1: ``1/2 SSE + n/2 log 2 pi`` nats, ``(B,)``."""
+    n = x[0].numel()
+    return half_sse_distortion(logits, x) + 0.5 * n * LOG_2PI
+
+
+@dataclass(frozen=True)
+class Distortion:
+    """A named distortion ``(logits, x) -> (B,)`` with what a result file needs to know about it."""
+
+    name: str
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    is_nll: bool
+    description: str
+
+    def __call__(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(logits, x)
+
+    def log_likelihood(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x|z)`` in nats, ``(B,)``; only for true negative log-likelihoods."""
+        if not self.is_nll:
+            raise NotALikelihoodError(
+                f"distortion {self.name!r} is not a normalised negative log-likelihood, so log p(x|z) "
+                f"(and IW-NLL) is undefined for it; use one of "
+                f"{sorted(k for k, d in DISTORTIONS.items() if d.is_nll)}")
+        return -self.fn(logits, x)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "is_nll": self.is_nll, "description": self.description}
+
+
+DISTORTIONS: dict[str, Distortion] = {
+    "bernoulli": Distortion(
+        "bernoulli", bernoulli_distortion, True,
+        "Bernoulli NLL (binary cross-entropy with logits) summed over pixels, nats per example"),
+    "sse": Distortion(
+        "sse", sse_distortion, False,
+        "sum of squared errors of sigmoid(logits) vs x in [0,1] over pixels (paper's code; no 1/2, "
+        "no constant; not a normalised NLL)"),
+    "half_sse": Distortion(
+        "half_sse", half_sse_distortion, False,
+        "1/2 sum of squared errors of sigmoid(logits) vs x in [0,1] over pixels (Gaussian sigma^2=1 NLL "
+        "without its constant)"),
+    "gaussian_nll": Distortion(
+        "gaussian_nll", gaussian_nll_distortion, True,
+        "Gaussian NLL, mean sigmoid(logits), sigma^2=1: 1/2 SSE + n/2 log(2 pi), nats per example"),
+}
+
+
+def get_distortion(name: str) -> Distortion:
+    """The :class:`Distortion` called ``name``; :class:`UnknownDistortionError` lists the valid names."""
+    try:
+        return DISTORTIONS[name]
+    except (KeyError, TypeError):
+        raise UnknownDistortionError(
+            f"unknown distortion {name!r}; choose one of {sorted(DISTORTIONS)}") from None
+
+
+def vae_loss(distortion: torch.Tensor, rate: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
+    """``mean_b (distortion_b + beta_b * rate_b)``: scalar.  ``beta``: ``(B,)`` or a scalar."""
+    if distortion.shape != rate.shape or distortion.dim() != 1:
+        raise ValueError(f"distortion {tuple(distortion.shape)} and rate {tuple(rate.shape)} must both be (B,)")
+    beta = torch.as_tensor(beta, dtype=rate.dtype, device=rate.device)
+    if beta.dim() > 1 or (beta.dim() == 1 and beta.shape[0] not in (1, rate.shape[0])):
+        raise ValueError(f"beta must be a scalar or (B,) with B={rate.shape[0]}, got {tuple(beta.shape)}")
+    return (distortion + beta * rate).mean()

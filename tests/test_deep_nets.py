@@ -1,0 +1,343 @@
+"""Conv/ResNet beta-VAEs and MR-VAEs (deep/nets.py) and their objectives (deep/objectives.py)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deep.nets import ARCHS, NET_DATASETS, VERIFIED_BETA_VAE_PARAMS, UnknownArchError, UnknownNetDatasetError, \
+    build_model, count_parameters, parameter_table, recalibrate_batchnorm
+from deep.objectives import DISTORTIONS, NotALikelihoodError, UnknownDistortionError, get_distortion, vae_loss
+from linvae.conditioning import BetaRange, Gate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin contention on a shared 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _binary_batch(n: int, shape=(1, 28, 28), seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, *shape, generator=g) < 0.3).float()
+
+
+def _randomize_gates(model: nn.Module, seed: int = 0) -> None:
+    """Give every gate a beta-dependent response (at init gates are 0.9 for every beta)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for gate in model.modules():
+            if isinstance(gate, Gate):
+                w = gate.hyper.out.weight
+                w.copy_(torch.randn(w.shape, generator=g))
+
+
+def _expected_gated_channels(model: nn.Module) -> int:
+    """Out-channels of every conv except the decoder's output conv (counted from the module tree)."""
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    return sum(m.out_channels for m in convs) - model.decoder.out.out_channels
+
+
+# ---------------------------------------------------------------------------------------------------
+# shapes and parameter counts
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dataset", sorted(NET_DATASETS))
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_shapes_rate_and_distortion(dataset, arch):
+    torch.manual_seed(0)
+    model = build_model(dataset, arch, mr=True)
+    shape = NET_DATASETS[dataset].shape
+    x = torch.rand(2, *shape)
+    beta = torch.tensor([0.05, 5.0])
+    with torch.no_grad():
+        out = model(x, beta)
+    assert out.logits.shape == x.shape
+    assert out.mu.shape == out.log_var.shape == out.z.shape == (2, model.latent_dim)
+    assert out.rate.shape == out.distortion.shape == (2,)
+    assert torch.isfinite(out.rate).all() and torch.isfinite(out.distortion).all()
+    assert (out.rate >= 0).all() and (out.distortion >= 0).all()
+    with torch.no_grad():
+        assert model.decode(out.z, beta).logits.shape == x.shape
+        assert model.sample_prior(3, 1.0).mean.shape == (3, *shape)
+
+
+def test_default_latent_sizes_and_distortions():
+    want = {"mnist": (32, "bernoulli"), "omniglot": (32, "bernoulli"), "cifar10": (256, "sse"),
+            "svhn": (32, "sse"), "celeba64": (64, "sse")}
+    with torch.device("meta"):
+        for dataset, (latent, dist) in want.items():
+            m = build_model(dataset, "resnet", mr=False)
+            assert (m.latent_dim, m.distortion.name) == (latent, dist)
+
+
+@pytest.mark.parametrize("key", sorted(VERIFIED_BETA_VAE_PARAMS))
+def test_parameter_counts_match_reference_and_gate_overhead(key):
+    dataset, arch = key
+    with torch.device("meta"):
+        beta_vae = build_model(dataset, arch, mr=False)
+        mr_vae = build_model(dataset, arch, mr=True)
+    assert count_parameters(beta_vae) == VERIFIED_BETA_VAE_PARAMS[key]
+    gated = _expected_gated_channels(mr_vae)
+    assert mr_vae.num_gated_channels == gated
+    assert count_parameters(mr_vae) - count_parameters(beta_vae) == 2 * gated
+    if key == ("mnist", "resnet"):
+        assert 2 * gated == 3072  # paper-notes 7.5
+
+
+def test_parameter_counts_for_the_other_datasets_and_hyper_hidden():
+    with torch.device("meta"):
+        assert count_parameters(build_model("omniglot", "conv", mr=False)) == 17_526_977
+        svhn = build_model("svhn", "resnet", mr=False)
+        # svhn differs from cifar10 only by the latent size (32 vs 256): heads and decoder Linear
+        feat = 128 * 8 * 8
+        assert count_parameters(svhn) == 7_895_619 - 3 * feat * (256 - 32) - 2 * (256 - 32)
+        plain = build_model("mnist", "resnet", mr=False)
+        mlp = build_model("mnist", "resnet", mr=True, hyper_hidden=(8,))
+    # each gate: Linear(1, 8) + Linear(8, C) = 16 + 9 C parameters
+    n_gates, channels = len(mlp.gates()), mlp.num_gated_channels
+    assert count_parameters(mlp) - count_parameters(plain) == 16 * n_gates + 9 * channels
+
+
+def test_parameter_table_rows():
+    rows = parameter_table()
+    assert len(rows) == 6
+    for r in rows:
+        assert r["beta_vae_params"] == r["verified_reference_beta_vae_params"]
+        assert r["mr_vae_params"] - r["beta_vae_params"] == 2 * r["gated_channels"]
+        assert r["increase_pct"] == pytest.approx(100 * (r["mr_vae_params"] / r["beta_vae_params"] - 1))
+        # corrected exponent: the paper's mantissa agrees with the count to 4 significant digits
+        assert r["paper_beta_vae_params"] == pytest.approx(r["beta_vae_params"], rel=1e-3)
+        assert "x10^" in r["note"]
+    json.dumps(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# training signal, gates and beta
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mr", [True, False])
+def test_adam_steps_lower_the_loss(mr):
+    torch.manual_seed(1)
+    model = build_model("mnist", "resnet", mr=mr)
+    x = _binary_batch(4)
+    beta = torch.tensor([0.01, 0.1, 1.0, 10.0])
+
+    def loss_value() -> float:
+        with torch.no_grad():
+            return float(model.loss(x, beta, generator=torch.Generator().manual_seed(0))[0])
+
+    before = loss_value()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for step in range(6):
+        opt.zero_grad()
+        loss, _ = model.loss(x, beta, generator=torch.Generator().manual_seed(step))
+        loss.backward()
+        opt.step()
+    after = loss_value()
+    assert after < 0.95 * before, (before, after)
+
+
+def test_gate_gradients_are_nonzero_at_init():
+    torch.manual_seed(2)
+    model = build_model("mnist", "resnet", mr=True)
+    x = _binary_batch(6)
+    beta = BetaRange().sample(6, generator=torch.Generator().manual_seed(0))
+    loss, _ = model.loss(x, beta)
+    loss.backward()
+    gates = model.gates()
+    assert len(gates) == 3 + 4 + 2 + 4  # encoder convs + 2 resblocks, decoder convTs + 2 resblocks
+    kinds = {g.kind for g in gates}
+    assert kinds == {"sigmoid", "sqrt"}
+    for gate in gates:
+        w, b = gate.hyper.out.weight.grad, gate.hyper.out.bias.grad
+        assert w is not None and b is not None
+        # most channels receive gradient (an encoder channel can be silenced by its ReLU on a tiny batch);
+        # decoder sqrt gates, the ones that can die at the kink, all do
+        assert torch.count_nonzero(b) >= (b.numel() if gate.kind == "sqrt" else 0.75 * b.numel()), gate
+        assert torch.count_nonzero(w) >= (w.numel() if gate.kind == "sqrt" else 0.75 * w.numel()), gate
+        # the gate function itself has a nonzero slope for every channel over the whole beta range
+        u = model.beta_range.standardize(model.beta_range.grid(5).float())
+        gate.zero_grad()
+        gate.factors(u).sum().backward()
+        assert torch.count_nonzero(gate.hyper.out.bias.grad) == b.numel(), gate
+
+
+def test_mr_vae_responds_to_beta_and_beta_vae_does_not():
+    torch.manual_seed(3)
+    x = _binary_batch(3)
+    mr = build_model("mnist", "resnet", mr=True).eval()
+    _randomize_gates(mr)
+    plain = build_model("mnist", "resnet", mr=False).eval()
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    with torch.no_grad():
+        lo, hi = mr(x, 0.01, generator=g()), mr(x, 10.0, generator=g())
+        assert not torch.allclose(lo.mu, hi.mu)
+        assert not torch.allclose(lo.logits, hi.logits)
+        z = torch.randn(3, mr.latent_dim)
+        assert not torch.allclose(mr.decode(z, 0.01).logits, mr.decode(z, 10.0).logits)
+        # per-example beta: row i of a mixed batch equals the single-beta forward
+        mixed = mr(x, torch.tensor([0.01, 10.0, 0.01]), generator=g())
+        assert torch.allclose(mixed.mu[1], hi.mu[1], atol=1e-5) and torch.allclose(mixed.mu[0], lo.mu[0], atol=1e-5)
+        a, b = plain(x, 0.01, generator=g()), plain(x, 10.0, generator=g())
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.mu, b.mu)
+
+
+def test_hyper_input_is_the_standardised_log_beta():
+    model = build_model("mnist", "resnet", mr=True, beta_range=(0.1, 10.0))
+    x = torch.zeros(3, 1, 28, 28)
+    u = model.hyper_input(torch.tensor([0.1, 1.0, 10.0]), 3, x)
+    assert torch.allclose(u, torch.tensor([-math.sqrt(3), 0.0, math.sqrt(3)]), atol=1e-6)
+    assert build_model("mnist", "resnet", mr=False).hyper_input(1.0, 3, x) is None
+
+
+def test_beta_shape_errors():
+    model = build_model("mnist", "resnet", mr=True)
+    with pytest.raises(ValueError, match="beta must be"):
+        model(torch.zeros(3, 1, 28, 28), torch.ones(2))
+    with pytest.raises(ValueError, match="expects images of shape"):
+        model(torch.zeros(3, 3, 28, 28), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# config round trip and validation
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs", [
+    dict(dataset="mnist", arch="resnet"),
+    dict(dataset="omniglot", arch="resnet", mr=False),
+    dict(dataset="svhn", arch="resnet", latent_dim=8, enc_gate="film", dec_gate="sigmoid", hyper_hidden=(4,),
+         beta_range=BetaRange(0.1, 5.0), distortion="gaussian_nll"),
+])
+def test_build_model_config_round_trip(kwargs):
+    torch.manual_seed(4)
+    model = build_model(**kwargs).eval()
+    config = json.loads(json.dumps(model.config))
+    rebuilt = build_model(**config).eval()
+    assert rebuilt.config == model.config
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.rand(2, *model.data_shape)
+    with torch.no_grad():
+        assert torch.equal(model.encode(x, 0.3).mu, rebuilt.encode(x, 0.3).mu)
+    assert model.describe()["parameters"] == count_parameters(model)
+    json.dumps(model.describe())
+
+
+def test_build_model_validation_errors():
+    with pytest.raises(UnknownArchError, match="conv"):
+        build_model("mnist", "vgg")
+    with pytest.raises(UnknownNetDatasetError, match="celeba64"):
+        build_model("imagenet")
+    with pytest.raises(ValueError, match="sigmoid"):
+        build_model("mnist", enc_gate="tanh")
+    with pytest.raises(ValueError, match="sqrt"):
+        build_model("mnist", dec_gate="relu")
+    with pytest.raises(UnknownDistortionError, match="bernoulli"):
+        build_model("mnist", distortion="l1")
+    with pytest.raises(ValueError, match="latent_dim"):
+        build_model("mnist", latent_dim=0)
+    with pytest.raises(ValueError):
+        build_model("mnist", beta_range=(1.0, 0.1))
+
+
+def test_log_likelihood_is_minus_distortion_and_refused_for_sse():
+    torch.manual_seed(5)
+    model = build_model("mnist", "resnet", mr=True).eval()
+    x = _binary_batch(3)
+    with torch.no_grad():
+        out = model(x, 0.5)
+        ll = model.log_likelihood(x, out.z, 0.5)
+    assert torch.allclose(ll, -out.distortion, atol=1e-4)
+    sse_model = build_model("svhn", "resnet")
+    with pytest.raises(NotALikelihoodError, match="gaussian_nll"):
+        sse_model.log_likelihood(torch.rand(1, 3, 32, 32), torch.zeros(1, 32), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# objectives
+# ---------------------------------------------------------------------------------------------------
+def test_bernoulli_distortion_hand_computation():
+    logits = torch.tensor([[[[2.0, -1.0], [0.0, 30.0]]], [[[-3.0, 0.5], [1.0, -40.0]]]], dtype=torch.float64)
+    x = torch.tensor([[[[1.0, 0.0], [0.3, 1.0]]], [[[0.0, 1.0], [0.7, 1.0]]]], dtype=torch.float64)
+    p = 1.0 / (1.0 + torch.exp(-logits))
+    hand = -(x * torch.log(p) + (1 - x) * torch.log1p(-p)).reshape(2, -1).sum(1)
+    got = DISTORTIONS["bernoulli"](logits, x)
+    assert torch.allclose(got, hand, rtol=1e-10)
+    # numerically stable far in the tails, where log(sigmoid) would underflow
+    assert torch.isfinite(DISTORTIONS["bernoulli"](torch.tensor([[200.0]]), torch.tensor([[0.0]]))).all()
+    assert DISTORTIONS["bernoulli"](torch.tensor([[200.0]]), torch.tensor([[0.0]])).item() == pytest.approx(200.0)
+
+
+def test_continuous_distortions_relations():
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(3, 3, 4, 4, generator=g, dtype=torch.float64)
+    x = torch.rand(3, 3, 4, 4, generator=g, dtype=torch.float64)
+    sse = DISTORTIONS["sse"](logits, x)
+    assert torch.allclose(sse, ((torch.sigmoid(logits) - x) ** 2).reshape(3, -1).sum(1))
+    assert torch.allclose(DISTORTIONS["half_sse"](logits, x), 0.5 * sse)
+    n = 3 * 4 * 4
+    diff = DISTORTIONS["gaussian_nll"](logits, x) - DISTORTIONS["half_sse"](logits, x)
+    assert torch.allclose(diff, torch.full((3,), 0.5 * n * math.log(2 * math.pi), dtype=torch.float64))
+    # gaussian_nll is the true NLL of N(sigmoid(logits), I)
+    ref = -torch.distributions.Normal(torch.sigmoid(logits), 1.0).log_prob(x).reshape(3, -1).sum(1)
+    assert torch.allclose(DISTORTIONS["gaussian_nll"](logits, x), ref)
+    assert {k for k, d in DISTORTIONS.items() if d.is_nll} == {"bernoulli", "gaussian_nll"}
+    assert all(d.description for d in DISTORTIONS.values())
+    with pytest.raises(UnknownDistortionError):
+        get_distortion("mse")
+
+
+def test_vae_loss_per_example_beta():
+    d = torch.tensor([1.0, 2.0, 3.0])
+    r = torch.tensor([10.0, 20.0, 30.0])
+    beta = torch.tensor([0.1, 1.0, 0.0])
+    assert vae_loss(d, r, beta).item() == pytest.approx((2.0 + 22.0 + 3.0) / 3)
+    assert vae_loss(d, r, 0.5).item() == pytest.approx((6.0 + 12.0 + 18.0) / 3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# BatchNorm recalibration
+# ---------------------------------------------------------------------------------------------------
+def test_recalibrate_batchnorm_sets_the_statistics_of_one_beta():
+    torch.manual_seed(7)
+    model = build_model("mnist", "conv", mr=True)
+    _randomize_gates(model)
+    batches = [_binary_batch(3, seed=s) for s in (10, 11)]
+    # pooled statistics from training with mixed betas
+    model.train()
+    with torch.no_grad():
+        for s in range(2):
+            model(_binary_batch(3, seed=s), BetaRange().sample(3, generator=torch.Generator().manual_seed(s)))
+    bn = model.encoder.units[1].bn  # its input depends on beta through the first gate
+    momentum = bn.momentum
+
+    def batch_stats(beta: float):
+        captured = []
+        hook = bn.register_forward_hook(lambda m, inp, out: captured.append(inp[0].detach()))
+        model.train()
+        with torch.no_grad():
+            for x in batches:
+                model(x, beta)
+        hook.remove()
+        means = torch.stack([c.mean(dim=(0, 2, 3)) for c in captured]).mean(0)
+        vars_ = torch.stack([c.var(dim=(0, 2, 3), unbiased=True) for c in captured]).mean(0)
+        return means, vars_
+
+    mean_lo, var_lo = batch_stats(0.01)  # (train-mode forwards: these also move the running stats)
+    mean_hi, _ = batch_stats(10.0)
+    assert not torch.allclose(mean_lo, mean_hi, atol=1e-3)  # beta changes the statistics
+
+    model.eval()
+    seen = recalibrate_batchnorm(model, batches, 0.01)
+    assert seen == 6
+    assert not model.training and bn.momentum == momentum  # modes restored
+    assert torch.allclose(bn.running_mean, mean_lo, atol=1e-5, rtol=1e-4)
+    assert torch.allclose(bn.running_var, var_lo, atol=1e-5, rtol=1e-4)
+    assert int(bn.num_batches_tracked) == 2
+    recalibrate_batchnorm(model, batches, 10.0)
+    assert torch.allclose(bn.running_mean, mean_hi, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(bn.running_mean, mean_lo, atol=1e-3)
