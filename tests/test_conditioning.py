@@ -1,0 +1,125 @@
+"""The conditioning core: beta range, sampling, hyper-input, gates."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from linvae.conditioning import (BetaRange, BetaRangeError, Gate, gate_bias_for_value, sigmoid_gate,
+                                 sqrt_gate)
+
+
+@pytest.mark.parametrize("a,b", [(0.0, 1.0), (-1.0, 1.0), (1.0, 1.0), (10.0, 0.01), (float("nan"), 1.0),
+                                 (0.1, float("inf"))])
+def test_invalid_ranges_are_rejected(a, b):
+    with pytest.raises(BetaRangeError):
+        BetaRange(a, b)
+
+
+def test_standardisation_maps_range_to_plus_minus_sqrt3_and_round_trips():
+    r = BetaRange(0.01, 10.0)
+    u = r.standardize(torch.tensor([0.01, 10.0, math.sqrt(0.1)], dtype=torch.float64))
+    assert torch.allclose(u, torch.tensor([-math.sqrt(3), math.sqrt(3), 0.0], dtype=torch.float64))
+    beta = torch.logspace(-3, 2, 50, dtype=torch.float64)
+    assert torch.allclose(r.unstandardize(r.standardize(beta)), beta, rtol=1e-12)
+    with pytest.raises(BetaRangeError):
+        r.standardize(torch.tensor([1.0, 0.0]))
+
+
+def test_per_example_sampling_is_log_uniform_and_standardised():
+    r = BetaRange(0.01, 10.0)
+    g = torch.Generator().manual_seed(0)
+    beta = r.sample(200_000, generator=g, dtype=torch.float64)
+    assert beta.min() >= 0.01 and beta.max() <= 10.0
+    u = r.standardize(beta)
+    assert abs(float(u.mean())) < 0.01 and abs(float(u.var()) - 1.0) < 0.01
+    # log beta is uniform on [log a, log b]
+    p = stats.kstest(np.log(beta.numpy()), stats.uniform(loc=r.log_a, scale=r.log_b - r.log_a).cdf).pvalue
+    assert p > 1e-3
+    # and beta itself is far from uniform
+    assert stats.kstest(beta.numpy(), stats.uniform(loc=0.01, scale=9.99).cdf).pvalue < 1e-6
+
+
+def test_per_batch_sampling_repeats_one_beta():
+    r = BetaRange(0.1, 10.0)
+    g = torch.Generator().manual_seed(1)
+    beta = r.sample(64, per="batch", generator=g)
+    assert beta.shape == (64,) and torch.all(beta == beta[0])
+    with pytest.raises(ValueError):
+        r.sample(4, per="epoch")
+
+
+def test_grid_and_range_check():
+    r = BetaRange(0.01, 10.0)
+    grid = r.grid(10).numpy()
+    assert np.allclose(grid, np.logspace(-2, 1, 10))
+    assert r.contains(grid)
+    with pytest.warns(UserWarning, match="outside"):
+        r.check(20.0)
+
+
+def test_sqrt_gate_values_and_gradient():
+    x = torch.tensor([-3.0, -0.5, -1e-9, 0.0, 0.7], dtype=torch.float64, requires_grad=True)
+    y = sqrt_gate(x)
+    expected = torch.sqrt(torch.clamp(1 - torch.exp(x.detach()), min=0))
+    assert torch.allclose(y, expected)
+    assert y[3] == 0 and y[4] == 0
+    y.sum().backward()
+    assert torch.all(torch.isfinite(x.grad))
+    assert x.grad[3] == 0 and x.grad[4] == 0
+    # analytic derivative away from the kink
+    xs = torch.linspace(-4, -0.05, 20, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(sqrt_gate, (xs,))
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "sqrt"])
+def test_gate_bias_inverts_gate(kind):
+    fn = sigmoid_gate if kind == "sigmoid" else sqrt_gate
+    for v in (0.1, 0.5, 0.9, 0.99):
+        assert math.isclose(float(fn(torch.tensor(gate_bias_for_value(kind, v), dtype=torch.float64))), v,
+                            rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "sqrt"])
+def test_gates_start_open_with_live_gradients(kind):
+    gate = Gate(6, kind)
+    u = BetaRange().standardize(torch.tensor([0.01, 0.3, 10.0]))
+    assert torch.allclose(gate.factors(u), torch.full((3, 6), 0.9), atol=1e-6)
+    x = torch.randn(3, 6)
+    gate(x, u).pow(2).sum().backward()
+    w, b = gate.hyper.out.weight.grad, gate.hyper.out.bias.grad
+    assert torch.all(b.abs() > 0) and torch.all(w.abs() > 0)
+
+
+def test_gate_applies_per_channel_on_every_layout():
+    gate = Gate(4, "sigmoid")
+    with torch.no_grad():
+        gate.hyper.out.weight.copy_(torch.tensor([[1.0], [-1.0], [2.0], [0.0]]))
+        gate.hyper.out.bias.copy_(torch.tensor([0.0, 1.0, -1.0, 3.0]))
+    u = torch.tensor([0.5, -1.0])
+    g = torch.sigmoid(u[:, None] * torch.tensor([1.0, -1.0, 2.0, 0.0]) + torch.tensor([0.0, 1.0, -1.0, 3.0]))
+    x2 = torch.randn(2, 4)
+    assert torch.allclose(gate(x2, u), g * x2)
+    x4 = torch.randn(2, 4, 3, 5)
+    assert torch.allclose(gate(x4, u), g[:, :, None, None] * x4)
+    seq = Gate(4, "sigmoid", channel_dim=-1)
+    seq.load_state_dict(gate.state_dict())
+    x3 = torch.randn(2, 7, 4)
+    assert torch.allclose(seq(x3, u), g[:, None, :] * x3)
+    with pytest.raises(ValueError, match="channels"):
+        gate(torch.randn(2, 5), u)
+
+
+def test_film_gate_is_identity_at_init_and_mlp_hyper_network_trains():
+    film = Gate(3, "film")
+    x = torch.randn(4, 3, 2, 2)
+    u = torch.randn(4)
+    assert torch.allclose(film(x, u), x)
+    mlp = Gate(3, "sqrt", hidden=(8, 8))
+    out = mlp(x, u)
+    assert out.shape == x.shape
+    out.sum().backward()
+    assert mlp.hyper.body[0].weight.grad is not None
+    with pytest.raises(ValueError, match="unknown gate kind"):
+        Gate(3, "tanh")
