@@ -52,15 +52,19 @@ class StackedAdam:
         self.t += 1
         c1 = 1.0 - self.beta1 ** self.t
         c2 = 1.0 - self.beta2 ** self.t
+        # lr * (m / c1) / (sqrt(v / c2) + eps) == [lr sqrt(c2) / c1] * m / (sqrt(v) + eps sqrt(c2)):
+        # the bias corrections fold into the small per-model factor, saving two full passes
+        scale = self.lrs * (factor * math.sqrt(c2) / c1)
+        eps = self.eps * math.sqrt(c2)
         for p, m, v in zip(self.params, self.m, self.v):
             if p.grad is None:
                 continue
             g = p.grad
-            m.mul_(self.beta1).add_(g, alpha=1.0 - self.beta1)
+            m.lerp_(g, 1.0 - self.beta1)
             v.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
-            lr = (self.lrs * (factor / c1)).reshape(*self.lrs.shape, *([1] * (p.dim() - 2)))
-            denom = (v / c2).sqrt_().add_(self.eps)
-            p.sub_(lr * m / denom)
+            update = torch.sqrt(v).add_(eps)
+            torch.div(m, update, out=update)
+            p.sub_(update.mul_(scale.reshape(*scale.shape, *([1] * (p.dim() - 2)))))
 
     def zero_grad(self) -> None:
         for p in self.params:
