@@ -83,7 +83,7 @@ class LinearCompareConfig:
 
 PRESETS: dict[str, LinearCompareConfig] = {
     "paper": LinearCompareConfig(preset="paper"),
-    "default": LinearCompareConfig(preset="default", epochs=20, learning_rates=(1e-2,), seeds=(0,)),
+    "default": LinearCompareConfig(preset="default", epochs=30, learning_rates=(1e-2,), seeds=(0,)),
     "smoke": LinearCompareConfig(preset="smoke", epochs=1, learning_rates=(1e-2,), seeds=(0,),
                                  max_train_examples=6000, n_curve=30),
 }
