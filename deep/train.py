@@ -1,0 +1,635 @@
+"""One trainer for deep beta-VAEs and MR-VAEs (paper section 5.2, App. C.2).
+
+Both model kinds run through the same loop; the only difference is where beta comes from:
+
+* MR-VAE: ``beta ~ log-U[a, b]``, one per example (the reference code) or one per minibatch (the
+  paper's Algorithm 1), drawn with :meth:`linvae.conditioning.BetaRange.sample`; the network gets
+  that beta, and the loss is ``mean_i(D_i + beta_i * R_i)``.
+* beta-VAE: a fixed beta, optionally scaled by a KL schedule (constant, linear warm-up over the first
+  30% of training, or cyclical with 4 cycles and ratio 0.5); the loss is ``mean_i(D_i + w * R_i)``.
+
+Rate and distortion are in nats per example (sum over latents / pixels, mean over examples).
+Optimisation: Adam (or Adamax), batch 128, optional linear learning-rate warm-up, then cosine decay
+to ``min_lr``; the schedule is applied per optimisation step.
+
+Data never goes through a DataLoader: the split lives in memory and every minibatch is
+``split.get_batch(index, train=True, generator=g)`` on a shuffled index tensor.
+
+Typical use::
+
+    from deep.train import TrainConfig, train
+    run_dir = train(TrainConfig(dataset="mnist", arch="resnet", epochs=5))
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from linvae.conditioning import BetaRange
+
+from .runs import (
+    CheckpointMismatchError, NonFiniteLossError, RunExistsError, RunPaths, append_jsonl,
+    code_version, jsonable, load_checkpoint, peak_memory_mb, read_json, read_jsonl, rng_state,
+    save_checkpoint, set_rng_state, write_json,
+)
+
+__all__ = [
+    "ConfigError", "TrainConfig", "KL_SCHEDULES", "BASELINE_BETAS", "schedule_factor", "kl_factor",
+    "lr_factor", "resolve_device", "run_dir_for", "build_model_from_config", "load_train_data",
+    "train", "resume_run", "load_config", "sweep", "conventions",
+]
+
+KL_SCHEDULES = ("constant", "linear", "cyclical")
+OPTIMIZERS = ("adam", "adamax")
+BETA_SAMPLING = ("example", "batch")
+#: The paper's 10 baseline betas, log-spaced in [0.01, 10] (np.logspace(-2, 1, 10)).
+BASELINE_BETAS = tuple(float(b) for b in np.logspace(-2, 1, 10))
+
+#: Config fields that may change between a run and its resumption (they do not change the maths).
+RUNTIME_FIELDS = frozenset({"device", "num_threads", "out_dir", "data_dir", "run_name", "n_betas",
+                            "iw_k", "eval_batch_size", "download"})
+
+_DISTORTION_TEXT = {
+    "bernoulli": "Bernoulli negative log-likelihood summed over pixels (nats)",
+    "sse": "sum of squared errors over pixels in [0, 1] (the reference code's MSE sum; no 1/2, no constant)",
+    "half_sse": "1/2 sum of squared errors over pixels in [0, 1] (Gaussian NLL with sigma^2 = 1 minus its constant)",
+    "gaussian_nll": "Gaussian negative log-likelihood summed over pixels (nats)",
+}
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration (the message names the field and the valid values)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one deep run needs; JSON-able, shared unchanged by every run of a comparison.
+
+    Units: beta and the KL weight multiply the rate in nats per example. ``epochs`` defaults to a
+    CPU-sized 10 (the paper trains 200). ``kl_schedule_unit`` says whether the linear / cyclical
+    KL schedule advances per optimisation step (default; smooth and meaningful for short runs) or
+    per epoch (the reference code). The learning-rate warm-up and cosine decay advance per step.
+    """
+
+    dataset: str = "omniglot"
+    arch: str = "resnet"
+    mr: bool = True
+    beta: float = 1.0
+    beta_a: float = 0.01
+    beta_b: float = 10.0
+    beta_sampling: str = "example"
+    kl_schedule: str = "constant"
+    kl_schedule_unit: str = "step"
+    kl_warmup_fraction: float = 0.3
+    kl_cycles: int = 4
+    kl_cycle_ratio: float = 0.5
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_warmup_epochs: float = 0.0
+    min_lr: float = 1e-6
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    latent_dim: int | None = None
+    distortion: str | None = None
+    enc_gate: str = "sigmoid"
+    dec_gate: str = "sqrt"
+    hyper_hidden: tuple[int, ...] = ()
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+    out_dir: str = "runs"
+    run_name: str | None = None
+    n_betas: int = 20
+    iw_k: int = 0
+    eval_batch_size: int = 100
+    max_train_examples: int | None = None
+    num_threads: int | None = None
+    data_options: dict = field(default_factory=dict)
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        self.hyper_hidden = tuple(int(h) for h in (self.hyper_hidden or ()))
+        self.data_options = dict(self.data_options or {})
+        self.validate()
+
+    # -- validation and (de)serialisation ---------------------------------------------------
+    def validate(self) -> "TrainConfig":
+        """Raise :class:`ConfigError` (or ``BetaRangeError``) for invalid values."""
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"invalid {name}={getattr(self, name)!r}: {why}")
+
+        if self.mr:
+            BetaRange(self.beta_a, self.beta_b)  # raises BetaRangeError with a clear message
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
+            raise bad("beta", "beta must be a finite number > 0")
+        if self.beta_sampling not in BETA_SAMPLING:
+            raise bad("beta_sampling", f"choose from {list(BETA_SAMPLING)}")
+        if self.kl_schedule not in KL_SCHEDULES:
+            raise bad("kl_schedule", f"choose from {list(KL_SCHEDULES)}")
+        if self.kl_schedule_unit not in ("step", "epoch"):
+            raise bad("kl_schedule_unit", "choose 'step' or 'epoch'")
+        if not 0 < self.kl_warmup_fraction <= 1:
+            raise bad("kl_warmup_fraction", "must lie in (0, 1]")
+        if self.kl_cycles < 1 or not 0 < self.kl_cycle_ratio <= 1:
+            raise ConfigError("cyclical schedule needs kl_cycles >= 1 and kl_cycle_ratio in (0, 1]")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"choose from {list(OPTIMIZERS)}")
+        for name in ("epochs", "batch_size", "n_betas", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise bad(name, "must be a positive integer")
+        if self.iw_k < 0:
+            raise bad("iw_k", "must be >= 0 (0 disables the importance-weighted NLL)")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise bad("lr", "must be > 0")
+        if not 0 <= self.min_lr <= self.lr:
+            raise bad("min_lr", f"must lie in [0, lr={self.lr}]")
+        if not 0 <= self.lr_warmup_epochs <= self.epochs:
+            raise bad("lr_warmup_epochs", f"must lie in [0, epochs={self.epochs}]")
+        if self.weight_decay < 0:
+            raise bad("weight_decay", "must be >= 0")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise bad("grad_clip", "must be > 0 (or None for no clipping)")
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise bad("max_train_examples", "must be >= 1 (or None for the full split)")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise bad("device", "choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise bad("num_threads", "must be >= 1")
+        return self
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hyper_hidden"] = list(self.hyper_hidden)
+        d["data_options"] = dict(self.data_options)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config fields {unknown}; valid fields: {sorted(known)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def beta_range(self) -> BetaRange:
+        return BetaRange(self.beta_a, self.beta_b)
+
+    def default_run_name(self) -> str:
+        """``<dataset>_<arch>_<mr|beta<b>_<schedule>>[_n<N>]_e<epochs>_lr<lr>_seed<seed>``."""
+        kind = "mr" if self.mr else f"beta{self.beta:.4g}_{self.kl_schedule}"
+        reduced = f"_n{self.max_train_examples}" if self.max_train_examples else ""
+        return f"{self.dataset}_{self.arch}_{kind}{reduced}_e{self.epochs}_lr{self.lr:g}_seed{self.seed}"
+
+
+# ------------------------------------------------------------------------------------------
+# schedules
+# ------------------------------------------------------------------------------------------
+def schedule_factor(schedule: str, progress: float, *, warmup_fraction: float = 0.3,
+                    cycles: int = 4, ratio: float = 0.5) -> float:
+    """Multiplier in [0, 1] of the KL weight at training progress ``progress`` in [0, 1].
+
+    * ``constant``: 1.
+    * ``linear``: ``min(1, progress / warmup_fraction)`` (0 -> 1 over the first 30% by default).
+    * ``cyclical`` (Fu et al. 2019): ``cycles`` equal cycles; in each, ramp 0 -> 1 over the first
+      ``ratio`` of the cycle, then hold 1.
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return min(1.0, max(0.0, progress) / warmup_fraction)
+    if schedule == "cyclical":
+        period = 1.0 / cycles
+        tau = (max(0.0, progress) % period) / period
+        return min(1.0, tau / ratio)
+    raise ConfigError(f"unknown kl_schedule {schedule!r}; choose from {list(KL_SCHEDULES)}")
+
+
+def kl_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """KL-schedule multiplier for optimisation ``step`` (0-based); per step or per epoch."""
+    if config.kl_schedule_unit == "epoch":
+        progress = (step // steps_per_epoch) / config.epochs
+    else:
+        progress = step / (config.epochs * steps_per_epoch)
+    return schedule_factor(config.kl_schedule, progress, warmup_fraction=config.kl_warmup_fraction,
+                           cycles=config.kl_cycles, ratio=config.kl_cycle_ratio)
+
+
+def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate at ``step`` divided by ``config.lr``: linear warm-up, then cosine to min_lr."""
+    total = config.epochs * steps_per_epoch
+    warm = int(round(config.lr_warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    lr = config.min_lr + (config.lr - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return lr / config.lr
+
+
+# ------------------------------------------------------------------------------------------
+# building blocks
+# ------------------------------------------------------------------------------------------
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU raises ConfigError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def run_dir_for(config: TrainConfig) -> Path:
+    """``out_dir / (run_name or the default name)``."""
+    return Path(config.out_dir) / (config.run_name or config.default_run_name())
+
+
+def build_model_from_config(config: TrainConfig) -> nn.Module:
+    """The VAE that ``config`` describes, via :func:`deep.nets.build_model`."""
+    from deep.nets import build_model
+
+    return build_model(config.dataset, config.arch, mr=config.mr, latent_dim=config.latent_dim,
+                       beta_range=config.beta_range, enc_gate=config.enc_gate,
+                       dec_gate=config.dec_gate, hyper_hidden=tuple(config.hyper_hidden),
+                       distortion=config.distortion)
+
+
+def load_train_data(config: TrainConfig):
+    """The training ImageSplit via :func:`deep.data.load_split`."""
+    from deep.data import load_split
+
+    return load_split(config.dataset, "train", data_dir=config.data_dir, download=config.download,
+                      **config.data_options)
+
+
+def train_index(n: int, max_examples: int | None) -> torch.Tensor:
+    """Indices used for training: all ``n``, or a fixed subset of ``max_examples`` (seed 0, sorted),
+    identical for every run of a comparison whatever its training seed."""
+    if not max_examples or max_examples >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(0)
+    return torch.randperm(n, generator=g)[:max_examples].sort().values
+
+
+def _model_config(model: nn.Module) -> dict:
+    cfg = getattr(model, "config", None)
+    return jsonable(dict(cfg)) if cfg is not None else {"class": type(model).__name__}
+
+
+def _distortion_name(model: nn.Module, config: TrainConfig) -> str | None:
+    cfg = getattr(model, "config", None) or {}
+    return cfg.get("distortion") or getattr(model, "distortion_name", None) or config.distortion
+
+
+def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any = None) -> dict:
+    """Units, objective, beta sampling, schedules and data protocol, written into every run."""
+    dist = _distortion_name(model, config) if model is not None else config.distortion
+    out: dict[str, Any] = {
+        "rate": "nats per example: analytic KL(q(z|x) || N(0, I)) summed over latent dims, "
+                "mean over examples",
+        "distortion": dist,
+        "distortion_definition": _DISTORTION_TEXT.get(dist or "", "see deep.objectives"),
+        "objective": "mean over examples of distortion + beta * rate",
+        "model": "MR-VAE" if config.mr else "beta-VAE",
+        "lr_schedule": "linear warm-up over lr_warmup_epochs, then cosine decay to min_lr; per step",
+    }
+    if config.mr:
+        out["beta_range"] = config.beta_range.to_dict()
+        out["beta_sampling"] = f"log-uniform, one beta per {config.beta_sampling}"
+    else:
+        out["beta"] = config.beta
+    out["kl_schedule"] = {
+        "name": config.kl_schedule, "unit": config.kl_schedule_unit,
+        "warmup_fraction": config.kl_warmup_fraction if config.kl_schedule == "linear" else None,
+        "cycles": config.kl_cycles if config.kl_schedule == "cyclical" else None,
+        "ratio": config.kl_cycle_ratio if config.kl_schedule == "cyclical" else None,
+        "applies_to": "the KL weight (beta for a beta-VAE; a multiplier of the sampled beta for an MR-VAE)",
+    }
+    if data is not None:
+        meta = data.meta() if hasattr(data, "meta") else {}
+        out["binarization"] = getattr(data, "binarization", meta.get("binarization"))
+        out["data_protocol"] = getattr(data, "protocol", meta.get("protocol"))
+        out["train_data"] = meta
+    if config.max_train_examples:
+        out["reduced_protocol"] = (f"trained on a fixed subset of {config.max_train_examples} "
+                                   "training examples (seed 0), not the full split")
+    return out
+
+
+def _count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[config.optimizer]
+    return cls(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _config_diff(saved: dict, now: dict) -> list[str]:
+    keys = sorted((set(saved) | set(now)) - RUNTIME_FIELDS)
+    return [f"{k}: checkpoint={saved.get(k)!r}, now={now.get(k)!r}" for k in keys
+            if jsonable(saved.get(k)) != jsonable(now.get(k))]
+
+
+def load_config(run_dir: str | os.PathLike) -> TrainConfig:
+    """The TrainConfig stored in a run folder's ``config.json``."""
+    paths = RunPaths(run_dir)
+    if not paths.config.exists():
+        from .runs import RunError
+        raise RunError(f"{paths.root} is not a run folder (no config.json); pass the folder that "
+                       "`mrvae-cli deep train` printed")
+    return TrainConfig.from_dict(read_json(paths.config)["config"])
+
+
+def load_model_state(model: nn.Module, state: dict, source: str) -> None:
+    """``model.load_state_dict(state)`` with a clear mismatch error."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise CheckpointMismatchError(
+            f"checkpoint {source} does not fit this architecture ({first} ...); it was trained with "
+            "another --arch/--dataset/--latent-dim or another code version") from None
+
+
+def _params_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------
+# the trainer
+# ------------------------------------------------------------------------------------------
+def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None = None,
+          data: Any = None, stop_after_epochs: int | None = None, progress: bool = True,
+          log=None) -> Path:
+    """Train the beta-VAE or MR-VAE that ``config`` describes; return its run folder.
+
+    Parameters
+    ----------
+    config: the shared :class:`TrainConfig`.
+    resume: continue from ``checkpoint.pt`` in the run folder (bit-for-bit the same result as an
+        uninterrupted run on the same machine); without it an existing checkpoint is an error.
+    model, data: optional objects overriding :func:`deep.nets.build_model` and
+        :func:`deep.data.load_split` (any VAE / ImageSplit following the contract).
+    stop_after_epochs: stop once this many epochs are done in total (time-boxed jobs, tests);
+        the run stays resumable.
+    progress: show tqdm progress bars.
+    log: callable taking one string (default: silent).
+
+    Raises :class:`NonFiniteLossError` on a NaN/inf loss (``failure.json`` says why; the last
+    good checkpoint is kept), :class:`CheckpointMismatchError` when resuming another config.
+    """
+    config.validate()
+    say = log or (lambda msg: None)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+    run_dir = run_dir_for(config)
+    paths = RunPaths(run_dir)
+
+    ckpt = None
+    if paths.checkpoint.exists():
+        if not resume:
+            try:
+                done = load_checkpoint(paths.checkpoint)["epoch"]
+                what = f"epoch {done} of {config.epochs}"
+            except Exception:
+                what = "unreadable"
+            raise RunExistsError(
+                f"run folder {run_dir} already has a checkpoint ({what}); pass --resume to continue "
+                "it, or choose another --run-name / --out for a new run")
+        ckpt = load_checkpoint(paths.checkpoint)
+        diff = _config_diff(ckpt["config"], config.to_dict())
+        if diff:
+            raise CheckpointMismatchError(
+                f"checkpoint {paths.checkpoint} was trained with another configuration; differing "
+                f"fields: {'; '.join(diff)}. Resume with the original settings or start a new run "
+                "(--run-name / --out)")
+    elif resume:
+        say(f"no checkpoint in {run_dir}; starting a new run")
+
+    # data and model ------------------------------------------------------------------------
+    data = data if data is not None else load_train_data(config)
+    index = train_index(len(data), config.max_train_examples)
+    n_train = int(index.numel())
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+
+    torch.manual_seed(config.seed)
+    if model is None:
+        model = build_model_from_config(config)
+    model = model.to(device)
+    if getattr(model, "is_mr", config.mr) != config.mr:
+        raise CheckpointMismatchError(
+            f"model is_mr={getattr(model, 'is_mr', None)} but config.mr={config.mr}")
+    optimizer = _make_optimizer(config, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(config, s, steps_per_epoch))
+    data_gen = torch.Generator().manual_seed(config.seed)
+    beta_gen = torch.Generator().manual_seed(config.seed + 7919)
+    gens = {"data": data_gen, "beta": beta_gen}
+    beta_range = config.beta_range
+
+    start_epoch, step, elapsed = 0, 0, 0.0
+    if ckpt is not None:
+        saved_mc = ckpt["model_config"]
+        now_mc = _model_config(model)
+        if jsonable(saved_mc) != jsonable(now_mc):
+            raise CheckpointMismatchError(
+                f"checkpoint {paths.checkpoint} holds model {saved_mc} but this config builds "
+                f"{now_mc}; resume with the original --arch/--dataset settings")
+        load_model_state(model, ckpt["model"], str(paths.checkpoint))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"], gens)
+        start_epoch, step, elapsed = int(ckpt["epoch"]), int(ckpt["step"]), float(ckpt.get("elapsed_s", 0.0))
+        kept = [r for r in read_jsonl(paths.metrics) if r.get("epoch", 0) <= start_epoch]
+        paths.metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        say(f"resuming {run_dir} at epoch {start_epoch}/{config.epochs}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (paths.metrics, paths.failure, paths.summary):
+            if stale.exists():
+                stale.unlink()
+
+    if paths.failure.exists():
+        paths.failure.unlink()
+    write_json(paths.config, {
+        "config": config.to_dict(),
+        "model_config": _model_config(model),
+        "n_params": _count_params(model),
+        "conventions": conventions(config, model, data),
+        "n_train": n_train,
+        "steps_per_epoch": steps_per_epoch,
+        "device": str(device),
+        "code_version": code_version(),
+    })
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def checkpoint_state(epoch: int, metrics: dict) -> dict:
+        return {"config": config.to_dict(), "model_config": _model_config(model),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_state(gens), "epoch": epoch,
+                "step": step, "elapsed_s": elapsed, "metrics": jsonable(metrics)}
+
+    def fail(reason: str, epoch: int, extra: dict) -> NonFiniteLossError:
+        last = load_checkpoint(paths.checkpoint)["epoch"] if paths.checkpoint.exists() else None
+        kept = (f"the last good checkpoint (epoch {last}) was kept" if last is not None
+                else "no checkpoint was written (it failed in the first epoch)")
+        write_json(paths.failure, {"reason": reason, "epoch": epoch + 1, "step": step,
+                                   "last_good_checkpoint_epoch": last, **extra,
+                                   "hint": "lower --lr, set --grad-clip, or check the data"})
+        return NonFiniteLossError(f"{reason} at epoch {epoch + 1}, step {step}: training stopped; "
+                                  f"{kept}; details in {paths.failure}. Try a lower --lr or --grad-clip.")
+
+    last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
+    for epoch in range(start_epoch, last_epoch):
+        model.train()
+        t0 = time.perf_counter()
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, rate, distortion sums
+        n_seen = 0
+        perm = index[torch.randperm(n_train, generator=data_gen)]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                       leave=False, dynamic_ncols=True)
+        for b in range(steps_per_epoch):
+            idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
+            x = data.get_batch(idx, train=True, generator=data_gen).to(device, non_blocking=True)
+            bsz = x.shape[0]
+            factor = kl_factor(config, step, steps_per_epoch)
+            if config.mr:
+                beta = beta_range.sample(bsz, per=config.beta_sampling, generator=beta_gen).to(device)
+            else:
+                beta = torch.full((bsz,), float(config.beta), device=device)
+            out = model(x, beta)
+            rate, distortion = out.rate, out.distortion
+            loss = (distortion + (factor * beta) * rate).mean()
+            if not bool(torch.isfinite(loss)):
+                if bar is not None:
+                    bar.close()
+                raise fail("non-finite loss", epoch, {
+                    "loss": float(loss.detach()), "rate_mean": float(rate.detach().mean()),
+                    "distortion_mean": float(distortion.detach().mean()),
+                    "beta_min": float(beta.min()), "beta_max": float(beta.max())})
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            with torch.no_grad():
+                sums += torch.stack([loss.detach() * bsz, rate.detach().sum(),
+                                     distortion.detach().sum()]).double()
+            n_seen += bsz
+            if bar is not None:
+                bar.update(1)
+                if b % 10 == 0 or b == steps_per_epoch - 1:
+                    m = (sums / n_seen).tolist()
+                    bar.set_postfix(loss=f"{m[0]:.2f}", rate=f"{m[1]:.2f}", dist=f"{m[2]:.2f}")
+        if bar is not None:
+            bar.close()
+        if not _params_finite(model):
+            raise fail("non-finite parameters after the optimiser step", epoch, {})
+        dt = time.perf_counter() - t0
+        elapsed += dt
+        means = (sums / max(1, n_seen)).cpu().tolist()
+        record = {"epoch": epoch + 1, "step": step, "loss": means[0], "rate": means[1],
+                  "distortion": means[2], "lr": optimizer.param_groups[0]["lr"],
+                  "kl_factor": kl_factor(config, max(0, step - 1), steps_per_epoch),
+                  "time_s": dt, "examples_per_s": n_seen / dt, "elapsed_s": elapsed,
+                  **peak_memory_mb(device)}
+        append_jsonl(paths.metrics, record)
+        save_checkpoint(paths.checkpoint, checkpoint_state(epoch + 1, record))
+        say(f"epoch {epoch + 1}/{config.epochs}: loss {means[0]:.3f} rate {means[1]:.3f} "
+            f"distortion {means[2]:.3f} ({n_seen / dt:.0f} examples/s)")
+
+    done = load_checkpoint(paths.checkpoint)["epoch"] if paths.checkpoint.exists() else 0
+    if done >= config.epochs:
+        history = read_jsonl(paths.metrics)
+        write_json(paths.summary, {
+            "status": "complete", "epochs": config.epochs, "steps": step, "time_s": elapsed,
+            "examples_per_s": (sum(r["examples_per_s"] * r["time_s"] for r in history)
+                               / max(1e-12, sum(r["time_s"] for r in history))) if history else None,
+            "n_params": _count_params(model), "peak_memory": peak_memory_mb(device),
+            "final": history[-1] if history else None, "device": str(device),
+        })
+    return run_dir
+
+
+def resume_run(run_dir: str | os.PathLike, **kwargs: Any) -> Path:
+    """Continue the run in ``run_dir`` with the configuration stored there."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir).replace(out_dir=str(run_dir.parent), run_name=run_dir.name)
+    return train(config, resume=True, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# baseline sweep
+# ------------------------------------------------------------------------------------------
+def sweep(config: TrainConfig, betas: Iterable[float] = BASELINE_BETAS,
+          schedules: Sequence[str] = ("constant", "linear"), *, resume: bool = True,
+          evaluate: bool = True, eval_examples: int | None = None, progress: bool = True,
+          log=None) -> Path:
+    """Train the baseline beta-VAEs (default: the paper's 10 betas) with one shared config.
+
+    One run folder per (schedule, beta) under ``out_dir / (run_name or <dataset>_<arch>_sweep_seed<s>)``
+    and an ``index.json`` listing them (updated after every run). Finished runs are skipped, so an
+    interrupted sweep continues where it stopped. With ``evaluate`` each run gets its
+    ``results/rd.json`` (one RD point at its beta, on the first ``eval_examples`` test images or all).
+    """
+    betas = [float(b) for b in betas]
+    for s in schedules:
+        if s not in KL_SCHEDULES:
+            raise ConfigError(f"unknown schedule {s!r} in the sweep; choose from {list(KL_SCHEDULES)}")
+    if not betas or any(not b > 0 for b in betas):
+        raise ConfigError(f"sweep betas must be > 0, got {betas}")
+    say = log or (lambda msg: None)
+    reduced = f"_n{config.max_train_examples}" if config.max_train_examples else ""
+    name = config.run_name or (f"{config.dataset}_{config.arch}_sweep{reduced}_e{config.epochs}_lr{config.lr:g}"
+                               f"_seed{config.seed}")
+    sweep_dir = Path(config.out_dir) / name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    index_path = sweep_dir / "index.json"
+    shared = config.replace(mr=False, run_name=None, out_dir=str(sweep_dir))
+    entries: list[dict] = []
+    for schedule in schedules:
+        for beta in betas:
+            cfg = shared.replace(beta=beta, kl_schedule=schedule,
+                                 run_name=f"beta{beta:.4g}_{schedule}")
+            rdir = run_dir_for(cfg)
+            say(f"[sweep] beta={beta:.4g} schedule={schedule} -> {rdir}")
+            summary = RunPaths(rdir).summary
+            if not summary.exists():
+                has_ckpt = RunPaths(rdir).checkpoint.exists()
+                train(cfg, resume=resume and has_ckpt, progress=progress, log=log)
+            entry = {"beta": beta, "schedule": schedule, "run_dir": rdir.name, "status": "complete"}
+            if evaluate:
+                from .evaluate import evaluate_run
+                rd_path = RunPaths(rdir).results / "rd.json"
+                if not rd_path.exists():
+                    evaluate_run(rdir, max_examples=eval_examples, progress=False)
+                entry["results"] = str(rd_path.relative_to(sweep_dir))
+            entries.append(entry)
+            write_json(index_path, {"kind": "beta-VAE baseline sweep", "betas": betas,
+                                    "schedules": list(schedules),
+                                    "shared_config": shared.replace(out_dir=config.out_dir).to_dict(),
+                                    "runs": entries})
+    return sweep_dir

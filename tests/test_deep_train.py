@@ -1,0 +1,508 @@
+"""Tests of the deep trainer (deep/train.py, deep/runs.py) and evaluator (deep/evaluate.py).
+
+They run on tiny stand-ins that follow the deep/ contract (an MLP VAE with beta gates and a synthetic
+ImageSplit-like dataset), so the whole file takes seconds; the real networks and data are exercised by
+tests/test_deep_cli.py.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from linvae.conditioning import BetaRange, BetaRangeError, Gate
+from deep.objectives import gaussian_kl, get_distortion
+from deep import evaluate as E
+from deep import train as T
+from deep.runs import (CheckpointError, CheckpointMismatchError, NonFiniteLossError, RunError,
+                       RunExistsError, RunPaths, load_checkpoint, read_jsonl)
+
+
+# ------------------------------------------------------------------------------------------
+# stand-ins following the contract
+# ------------------------------------------------------------------------------------------
+class EncOut(NamedTuple):
+    mu: torch.Tensor
+    log_var: torch.Tensor
+
+
+class DecOut(NamedTuple):
+    logits: torch.Tensor
+
+
+class VAEOut(NamedTuple):
+    mu: torch.Tensor
+    log_var: torch.Tensor
+    z: torch.Tensor
+    logits: torch.Tensor
+    rate: torch.Tensor
+    distortion: torch.Tensor
+
+
+SHAPE = (1, 6, 6)
+
+
+class TinyVAE(nn.Module):
+    """MLP VAE on 1x6x6 images; MR version has a sigmoid encoder gate and a sqrt decoder gate."""
+
+    def __init__(self, mr: bool = True, latent_dim: int = 3, hidden: int = 16,
+                 beta_range: BetaRange = BetaRange(), batch_norm: bool = False) -> None:
+        super().__init__()
+        self.is_mr, self.latent_dim, self.beta_range = mr, latent_dim, beta_range
+        self.distortion = get_distortion("bernoulli")
+        self.config = {"dataset": "tiny", "arch": "mlp", "mr": mr, "latent_dim": latent_dim, "hidden": hidden,
+                       "distortion": "bernoulli", "beta_range": {"a": beta_range.a, "b": beta_range.b},
+                       "batch_norm": batch_norm}
+        d = math.prod(SHAPE)
+        self.enc1 = nn.Linear(d, hidden)
+        self.enc_mu, self.enc_lv = nn.Linear(hidden, latent_dim), nn.Linear(hidden, latent_dim)
+        self.dec1, self.dec2 = nn.Linear(latent_dim, hidden), nn.Linear(hidden, d)
+        self.bn = nn.BatchNorm1d(hidden) if batch_norm else None
+        self.g_enc = Gate(hidden, "sigmoid") if mr else None
+        self.g_dec = Gate(hidden, "sqrt") if mr else None
+        self.calls = 0
+        self.seen_betas: list[torch.Tensor] = []
+        self.nan_after: int | None = None    # forward calls after which the rate is NaN
+        self.poison_at: int | None = None    # forward call at which a weight becomes NaN (loss still finite)
+
+    def _u(self, beta, n, like):
+        beta = torch.as_tensor(beta, dtype=like.dtype).reshape(-1).expand(n)
+        return self.beta_range.standardize(beta) if self.is_mr else None
+
+    def encode(self, x, beta):
+        h = self.enc1(x.flatten(1))
+        if self.bn is not None:
+            h = self.bn(h)
+        if self.is_mr:
+            h = self.g_enc(h, self._u(beta, x.shape[0], h))
+        h = torch.relu(h)
+        return EncOut(self.enc_mu(h), self.enc_lv(h).clamp(-8, 8))
+
+    def decode(self, z, beta):
+        h = self.dec1(z)
+        if self.is_mr:
+            h = self.g_dec(h, self._u(beta, z.shape[0], h))
+        return DecOut(self.dec2(torch.relu(h)).reshape(z.shape[0], *SHAPE))
+
+    def forward(self, x, beta, *, generator=None):
+        self.calls += 1
+        self.seen_betas.append(torch.as_tensor(beta).detach().clone().reshape(-1))
+        mu, lv = self.encode(x, beta)
+        z = mu + torch.exp(0.5 * lv) * torch.randn(mu.shape, generator=generator)
+        logits = self.decode(z, beta).logits
+        rate = gaussian_kl(mu, lv)
+        if self.nan_after is not None and self.calls > self.nan_after:
+            rate = rate * float("nan")
+        if self.poison_at is not None and self.calls == self.poison_at:
+            with torch.no_grad():
+                self.dec2.bias[0] = float("nan")
+            logits = logits.detach() + 0.0 * logits  # keep this step's loss finite
+        return VAEOut(mu, lv, z, logits, rate, self.distortion(logits, x))
+
+    def log_likelihood(self, x, z, beta):
+        return self.distortion.log_likelihood(self.decode(z, beta).logits, x)
+
+
+class TinySplit:
+    """ImageSplit-like binary data: noisy copies of 4 prototype patterns (dynamic binarisation in train)."""
+
+    def __init__(self, n: int = 160, split: str = "train", seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(123)
+        protos = (torch.rand((4, *SHAPE), generator=g) > 0.5).float()
+        labels = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(seed))
+        self.probs = 0.05 + 0.9 * protos[labels]
+        self.fixed = torch.bernoulli(self.probs, generator=torch.Generator().manual_seed(777))
+        self.name, self.split, self.shape = "tiny", split, SHAPE
+        self.protocol, self.binarization = "synthetic stand-in", "dynamic" if split == "train" else "fixed-seed"
+
+    def __len__(self):
+        return self.probs.shape[0]
+
+    def get_batch(self, index, *, train=False, generator=None):
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return torch.bernoulli(self.probs[idx], generator=generator) if train else self.fixed[idx].clone()
+
+    def meta(self):
+        return {"name": self.name, "split": self.split, "n": len(self), "shape": list(self.shape),
+                "protocol": self.protocol, "binarization": self.binarization}
+
+
+def tiny_config(tmp_path, **kw) -> T.TrainConfig:
+    base = dict(dataset="tiny", arch="mlp", epochs=3, batch_size=32, lr=1e-2, device="cpu",
+                out_dir=str(tmp_path), run_name="run", n_betas=5, eval_batch_size=40)
+    base.update(kw)
+    return T.TrainConfig(**base)
+
+
+def make_model(config: T.TrainConfig, seed: int = 0) -> TinyVAE:
+    torch.manual_seed(seed)
+    return TinyVAE(mr=config.mr, beta_range=config.beta_range)
+
+
+def run(config, model=None, **kw):
+    model = model if model is not None else make_model(config)
+    return T.train(config, model=model, data=TinySplit(), progress=False, **kw), model
+
+
+# ------------------------------------------------------------------------------------------
+# schedules and config
+# ------------------------------------------------------------------------------------------
+def test_kl_schedule_values_at_known_steps():
+    f = T.schedule_factor
+    # linear: 0 -> 1 over the first 30% of training, then 1
+    assert f("linear", 0.0) == 0.0
+    assert f("linear", 0.15) == pytest.approx(0.5)
+    assert f("linear", 0.3) == pytest.approx(1.0)
+    assert f("linear", 0.9) == 1.0
+    # cyclical, 4 cycles of 0.25 with ratio 0.5: ramp over the first 0.125 of each cycle
+    assert f("cyclical", 0.0) == 0.0
+    assert f("cyclical", 0.0625) == pytest.approx(0.5)
+    assert f("cyclical", 0.2) == 1.0
+    assert f("cyclical", 0.25) == pytest.approx(0.0)
+    assert f("cyclical", 0.25 + 0.0625) == pytest.approx(0.5)
+    assert f("constant", 0.0) == 1.0
+    # per step: 10 epochs x 10 steps; step 15 is 15% of training
+    cfg = T.TrainConfig(mr=False, beta=2.0, kl_schedule="linear", epochs=10)
+    assert T.kl_factor(cfg, 15, 10) == pytest.approx(0.5)
+    assert T.kl_factor(cfg, 30, 10) == pytest.approx(1.0)
+    # per epoch (reference code): step 15 lies in epoch 1 -> 1 / (0.3 * 10)
+    cfg_e = cfg.replace(kl_schedule_unit="epoch")
+    assert T.kl_factor(cfg_e, 15, 10) == pytest.approx(1 / 3)
+    assert T.kl_factor(cfg_e, 9, 10) == 0.0
+
+
+def test_lr_warmup_and_cosine_endpoints():
+    cfg = T.TrainConfig(epochs=10, lr=1e-3, min_lr=1e-5, lr_warmup_epochs=2)
+    spe = 5
+    assert T.lr_factor(cfg, 0, spe) == pytest.approx(1 / 10)     # warm-up: (step + 1) / 10 steps
+    assert T.lr_factor(cfg, 9, spe) == pytest.approx(1.0)
+    assert T.lr_factor(cfg, 10, spe) == pytest.approx(1.0)       # cosine starts at lr
+    mid = 10 + 20
+    assert T.lr_factor(cfg, mid, spe) * 1e-3 == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert T.lr_factor(cfg, 50, spe) * 1e-3 == pytest.approx(1e-5)
+
+
+def test_config_validation_and_json_round_trip():
+    with pytest.raises(BetaRangeError):
+        T.TrainConfig(beta_a=10, beta_b=1)
+    with pytest.raises(T.ConfigError, match="kl_schedule"):
+        T.TrainConfig(kl_schedule="sigmoid")
+    with pytest.raises(T.ConfigError, match="beta_sampling"):
+        T.TrainConfig(beta_sampling="epoch")
+    with pytest.raises(T.ConfigError, match="unknown config fields"):
+        T.TrainConfig.from_dict({"datset": "mnist"})
+    cfg = T.TrainConfig(hyper_hidden=(8, 4), max_train_examples=100)
+    back = T.TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.hyper_hidden == (8, 4)
+    assert T.BASELINE_BETAS == pytest.approx(np.logspace(-2, 1, 10).tolist())
+
+
+def test_train_index_is_a_fixed_subset():
+    a = T.train_index(100, 10)
+    assert a.numel() == 10 and torch.equal(a, T.train_index(100, 10)) and bool((a[1:] > a[:-1]).all())
+    assert torch.equal(T.train_index(5, None), torch.arange(5))
+
+
+# ------------------------------------------------------------------------------------------
+# training loop
+# ------------------------------------------------------------------------------------------
+def test_training_decreases_loss_and_writes_run_folder(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=6)
+    run_dir, _ = run(cfg)
+    paths = RunPaths(run_dir)
+    hist = read_jsonl(paths.metrics)
+    assert [r["epoch"] for r in hist] == list(range(1, 7))
+    assert hist[-1]["loss"] < hist[0]["loss"] - 3.0
+    for r in hist:
+        assert r["examples_per_s"] > 0 and r["max_rss_mb"] > 0 and math.isfinite(r["rate"])
+    conf = json.loads(paths.config.read_text())
+    assert conf["config"]["mr"] is True and conf["n_train"] == 160 and conf["steps_per_epoch"] == 5
+    conv = conf["conventions"]
+    assert "nats per example" in conv["rate"] and conv["distortion"] == "bernoulli"
+    assert conv["binarization"] == "dynamic" and conv["data_protocol"] == "synthetic stand-in"
+    assert conv["beta_range"]["a"] == 0.01 and "mrvae" in conf["code_version"]
+    ck = load_checkpoint(paths.checkpoint)
+    assert ck["epoch"] == 6 and ck["step"] == 30
+    summary = json.loads(paths.summary.read_text())
+    assert summary["status"] == "complete" and summary["peak_memory"]["max_rss_mb"] > 0
+    # the cosine schedule ended at min_lr
+    assert hist[-1]["lr"] == pytest.approx(cfg.min_lr, rel=1e-6)
+
+
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=3, run_name="straight")
+    straight, m_straight = run(cfg)
+    cfg_b = cfg.replace(run_name="interrupted")
+    run(cfg_b, stop_after_epochs=1)
+    assert load_checkpoint(RunPaths(tmp_path / "interrupted").checkpoint)["epoch"] == 1
+    assert not RunPaths(tmp_path / "interrupted").summary.exists()
+    fresh = make_model(cfg_b, seed=99)                      # different init: must be overwritten
+    _, m_resumed = run(cfg_b, model=fresh, resume=True)
+    for (k, a), (_, b) in zip(m_straight.state_dict().items(), m_resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    h1 = read_jsonl(RunPaths(straight).metrics)
+    h2 = read_jsonl(RunPaths(tmp_path / "interrupted").metrics)
+    assert [r["loss"] for r in h1] == [r["loss"] for r in h2]
+
+
+def test_resume_run_uses_the_stored_config(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=2, lr=5e-3)
+    run_dir, _ = run(cfg, stop_after_epochs=1)
+    T.resume_run(run_dir, model=make_model(cfg, seed=3), data=TinySplit(), progress=False)
+    ck = load_checkpoint(RunPaths(run_dir).checkpoint)
+    assert ck["epoch"] == 2 and ck["config"]["lr"] == 5e-3
+    assert T.load_config(run_dir) == cfg
+    with pytest.raises(RunError, match="not a run folder"):
+        T.load_config(tmp_path)
+
+
+def test_existing_checkpoint_needs_resume(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1)
+    run(cfg)
+    with pytest.raises(RunExistsError, match="--resume"):
+        run(cfg)
+
+
+def test_resume_with_other_config_or_model_is_refused(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=2)
+    run(cfg, stop_after_epochs=1)
+    with pytest.raises(CheckpointMismatchError, match="lr: checkpoint=0.01, now=0.001"):
+        run(cfg.replace(lr=1e-3), resume=True)
+    wider = TinyVAE(mr=True, hidden=32)
+    with pytest.raises(CheckpointMismatchError, match="holds model"):
+        run(cfg, model=wider, resume=True)
+    # runtime-only fields may change
+    run(cfg.replace(num_threads=1, n_betas=7), resume=True)
+
+
+def test_corrupt_checkpoint_gives_clear_error(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=2)
+    run_dir, _ = run(cfg, stop_after_epochs=1)
+    ck = RunPaths(run_dir).checkpoint
+    good = ck.read_bytes()
+    ck.write_bytes(good[: len(good) // 2])                  # truncated
+    with pytest.raises(CheckpointError, match="corrupt"):
+        run(cfg, resume=True)
+    ck.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(ck)
+    torch.save({"weights": torch.zeros(2)}, ck)            # a torch file, but not ours
+    with pytest.raises(CheckpointError, match="not a mrvae"):
+        load_checkpoint(ck)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=3)
+    model = make_model(cfg)
+    model.nan_after = 7                                     # 5 steps per epoch: NaN in epoch 2
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 2.*epoch 1"):
+        run(cfg, model=model)
+    paths = RunPaths(tmp_path / "run")
+    failure = json.loads(paths.failure.read_text())
+    assert failure["reason"] == "non-finite loss" and failure["epoch"] == 2
+    assert failure["last_good_checkpoint_epoch"] == 1
+    ck = load_checkpoint(paths.checkpoint)
+    assert ck["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert len(read_jsonl(paths.metrics)) == 1
+    # a NaN in the very first step: no checkpoint at all, and the reason is recorded
+    first = make_model(cfg)
+    first.nan_after = 0
+    with pytest.raises(NonFiniteLossError, match="no checkpoint was written"):
+        run(cfg.replace(run_name="first"), model=first)
+    assert json.loads(RunPaths(tmp_path / "first").failure.read_text())["last_good_checkpoint_epoch"] is None
+    assert not RunPaths(tmp_path / "first").checkpoint.exists()
+
+
+def test_nan_parameters_are_never_checkpointed(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=3)
+    model = make_model(cfg)
+    model.poison_at = 10                                    # last step of epoch 2 leaves a NaN weight
+    with pytest.raises(NonFiniteLossError, match="non-finite parameters"):
+        run(cfg, model=model)
+    ck = load_checkpoint(RunPaths(tmp_path / "run").checkpoint)
+    assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+@pytest.mark.parametrize("per", ["example", "batch"])
+def test_mr_beta_sampling_per_example_or_per_batch(tmp_path, per):
+    cfg = tiny_config(tmp_path, epochs=1, beta_sampling=per, beta_a=0.1, beta_b=5.0)
+    _, model = run(cfg)
+    betas = model.seen_betas
+    assert len(betas) == 5 and [b.shape for b in betas] == [(32,)] * 5
+    allb = torch.cat(betas)
+    assert bool((allb >= 0.1).all() and (allb <= 5.0).all())
+    distinct = [torch.unique(b).numel() for b in betas]
+    if per == "example":
+        assert all(d == 32 for d in distinct)
+    else:
+        assert all(d == 1 for d in distinct) and torch.unique(allb).numel() == 5
+
+
+def test_beta_vae_gets_its_fixed_beta_and_the_schedule_scales_the_kl(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=4, mr=False, beta=0.5, kl_schedule="linear")
+    run_dir, model = run(cfg)
+    assert all(bool((b == 0.5).all()) for b in model.seen_betas)
+    hist = read_jsonl(RunPaths(run_dir).metrics)
+    # 20 steps; linear warm-up over 6 steps: the factor after epoch 1 (step 4) is 4/6, then 1
+    assert hist[0]["kl_factor"] == pytest.approx(4 / 6)
+    assert [r["kl_factor"] for r in hist[1:]] == [1.0, 1.0, 1.0]
+
+
+# ------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained_mr(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mr")
+    cfg = tiny_config(tmp, epochs=4)
+    run_dir, model = run(cfg)
+    return run_dir, cfg
+
+
+def test_batched_beta_evaluation_equals_one_pass_per_beta(trained_mr):
+    run_dir, cfg = trained_mr
+    _, model, _ = E.load_run_model(run_dir, "cpu", model=TinyVAE(mr=True))
+    data = TinySplit(100, "test", seed=5)
+    betas = BetaRange().grid(6).tolist()
+    a = E.rd_sweep(model, data, betas, batch_size=30, iw_k=4, batched=True, n_images=3)
+    b = E.rd_sweep(model, data, betas, batch_size=30, iw_k=4, batched=False, n_images=3)
+    c = E.rd_sweep(model, data, betas, batch_size=30, iw_k=4, batched=True, n_images=3, max_rows=60)
+    assert a["rows_per_pass"] == 180 and b["rows_per_pass"] == 30
+    assert c["rows_per_pass"] == 60 and c["betas_per_pass"] == 2
+    for key in ("rate", "distortion", "iw_nll", "mutual_information"):
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(a[key], c[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert a["active_units"] == b["active_units"] == c["active_units"]
+    for j in range(6):
+        torch.testing.assert_close(a["images"]["prior"][j], b["images"]["prior"][j])
+    # the rate really is the analytic KL of the posterior at each beta
+    x = data.get_batch(torch.arange(100))
+    with torch.no_grad():
+        mu, lv = model.encode(x, torch.full((100,), betas[2]))
+    assert a["rate"][2] == pytest.approx(float(gaussian_kl(mu, lv).double().mean()), rel=1e-5)
+    # an MR-VAE's curve changes with beta; the IW bound is below the single-sample negative ELBO on average
+    assert a["rate"][0] != pytest.approx(a["rate"][-1])
+    assert np.mean(a["iw_nll"]) <= np.mean(np.add(a["rate"], a["distortion"])) + 0.5
+
+
+def test_same_prior_z_across_betas():
+    torch.manual_seed(0)
+    plain = TinyVAE(mr=False)       # ignores beta: identical z must give identical samples at every beta
+    out = E.rd_sweep(plain, TinySplit(40, "test"), [0.1, 1.0, 10.0], batch_size=20, n_images=4)
+    p = out["images"]["prior"]
+    assert torch.equal(p[0], p[1]) and torch.equal(p[1], p[2])
+    assert out["rate"][0] == pytest.approx(out["rate"][2])
+
+
+def test_evaluate_run_json_schema_and_images(trained_mr):
+    run_dir, cfg = trained_mr
+    res = E.evaluate_run(run_dir, n_betas=5, iw_k=3, model=TinyVAE(mr=True), data=TinySplit(60, "test", 2),
+                         n_images=4)
+    on_disk = json.loads((RunPaths(run_dir).results / "rd.json").read_text())
+    for key in ("beta", "rate", "distortion", "neg_elbo", "iw_nll", "active_units", "mutual_information",
+                "config", "conventions", "protocol", "estimators", "evaluation", "model"):
+        assert key in on_disk, key
+    for key in ("beta", "rate", "distortion", "neg_elbo", "iw_nll", "active_units", "mutual_information"):
+        assert len(on_disk[key]) == 5, key
+    assert on_disk["beta"] == pytest.approx(np.logspace(-2, 1, 5).tolist())
+    np.testing.assert_allclose(on_disk["neg_elbo"], np.add(on_disk["rate"], on_disk["distortion"]))
+    assert all(0 <= au <= 3 for au in on_disk["active_units"])
+    assert all(-0.5 < mi <= math.log(60) + 1e-6 for mi in on_disk["mutual_information"])
+    assert on_disk["model"]["kind"] == "MR-VAE" and on_disk["model"]["epochs_trained"] == 4
+    assert on_disk["protocol"]["split"] == "test" and on_disk["iw_k"] == 3
+    assert on_disk["conventions"]["distortion"] == "bernoulli"
+    assert set(on_disk["checks"]) >= {"rate_nonincreasing", "distortion_nondecreasing"}
+    assert res["path"].endswith("rd.json")
+    from PIL import Image
+    img_dir = RunPaths(run_dir).results / "images"
+    grid = Image.open(img_dir / on_disk["images"]["samples_across_beta"])
+    assert grid.size == (4 * (6 + 2) + 2, 5 * (6 + 2) + 2)   # 4 columns (same z), 5 rows (betas)
+    assert len(list(img_dir.glob("recon_0*_beta*.png"))) == 5
+    assert on_disk["images"]["rows_beta_order"][0] == pytest.approx(10.0)
+
+
+def test_monotonicity_check():
+    ok = E._monotonicity([1.0, 0.1, 10.0], [5.0, 9.0, 1.0], [3.0, 2.0, 7.0])
+    assert ok["rate_nonincreasing"] and ok["distortion_nondecreasing"] and ok["max_rate_increase"] == 0.0
+    bad = E._monotonicity([0.1, 1.0, 10.0], [9.0, 9.5, 1.0], [2.0, 1.25, 7.0])
+    assert not bad["rate_nonincreasing"] and bad["max_rate_increase"] == pytest.approx(0.5)
+    assert not bad["distortion_nondecreasing"] and bad["max_distortion_decrease"] == pytest.approx(0.75)
+
+
+def test_evaluate_warns_outside_trained_range(trained_mr):
+    run_dir, _ = trained_mr
+    with pytest.warns(UserWarning, match="outside the"):
+        res = E.evaluate_run(run_dir, betas=[0.001, 1.0, 50.0], model=TinyVAE(mr=True),
+                             data=TinySplit(40, "test"), images=False, out_name="rd_wide.json")
+    assert res["in_trained_range"] == [False, True, False]
+    # the end points of the trained range (as float64 log-spaced values) raise no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ok = E.evaluate_run(run_dir, betas=np.logspace(-2, 1, 4).tolist(), model=TinyVAE(mr=True),
+                            data=TinySplit(40, "test"), images=False, out_name="rd_ends.json")
+    assert ok["in_trained_range"] == [True] * 4 and ok["evaluation"]["notes"] == []
+    assert "outside the trained range" in res["evaluation"]["notes"][0]
+
+
+def test_evaluate_beta_vae_gives_one_point(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1, mr=False, beta=0.3)
+    run_dir, _ = run(cfg)
+    res = E.evaluate_run(run_dir, model=TinyVAE(mr=False), data=TinySplit(40, "test"), images=False)
+    assert res["beta"] == [0.3] and len(res["rate"]) == 1 and res["model"]["kind"] == "beta-VAE"
+
+
+def test_evaluate_with_mismatched_model_is_refused(trained_mr):
+    run_dir, _ = trained_mr
+    with pytest.raises(CheckpointMismatchError, match="does not fit this architecture"):
+        E.evaluate_run(run_dir, model=TinyVAE(mr=True, latent_dim=5), data=TinySplit(40, "test"))
+
+
+def test_batchnorm_recalibration_runs_once_per_beta(tmp_path, monkeypatch):
+    import deep.nets
+
+    cfg = tiny_config(tmp_path, epochs=2)
+    run_dir, _ = run(cfg, model=TinyVAE(mr=True, batch_norm=True))
+    monkeypatch.setattr(E, "load_train_data", lambda c: TinySplit())
+    calls = []
+    real = deep.nets.recalibrate_batchnorm
+    monkeypatch.setattr(deep.nets, "recalibrate_batchnorm",
+                        lambda m, batches, beta: calls.append(beta) or real(m, batches, beta))
+    kw = dict(n_betas=3, model=TinyVAE(mr=True, batch_norm=True), data=TinySplit(40, "test"), images=False)
+    recal = E.evaluate_run(run_dir, recalibrate_bn=True, out_name="rd_recal.json", **kw)
+    assert calls == pytest.approx([0.01, 10 ** -0.5, 10.0])
+    assert recal["evaluation"]["batched"] is False and recal["evaluation"]["recalibrate_bn"] is True
+    kw["model"] = TinyVAE(mr=True, batch_norm=True)
+    plain = E.evaluate_run(run_dir, **kw)
+    assert plain["evaluation"]["recalibrate_bn"] is False
+    assert not np.allclose(plain["rate"], recal["rate"])   # beta-specific statistics change the posterior
+
+
+def test_sweep_trains_one_run_per_beta_and_schedule(tmp_path, monkeypatch):
+    import deep.nets
+
+    monkeypatch.setattr(T, "build_model_from_config", lambda c: TinyVAE(mr=c.mr, beta_range=c.beta_range))
+    monkeypatch.setattr(T, "load_train_data", lambda c: TinySplit())
+    monkeypatch.setattr(E, "load_eval_data", lambda c, split="test", data_dir=None: TinySplit(40, "test"))
+    monkeypatch.setattr(deep.nets, "build_model", lambda **mc: TinyVAE(mr=mc["mr"]))
+    cfg = tiny_config(tmp_path, epochs=1, run_name=None)
+    sweep_dir = T.sweep(cfg, betas=[0.1, 1.0], schedules=("constant", "linear"), progress=False)
+    index = json.loads((sweep_dir / "index.json").read_text())
+    assert [(r["beta"], r["schedule"]) for r in index["runs"]] == [
+        (0.1, "constant"), (1.0, "constant"), (0.1, "linear"), (1.0, "linear")]
+    for r in index["runs"]:
+        rd = json.loads((sweep_dir / r["results"]).read_text())
+        assert rd["beta"] == [r["beta"]] and rd["config"]["kl_schedule"] == r["schedule"]
+        assert rd["config"]["mr"] is False and rd["config"]["lr"] == cfg.lr
+    # running it again skips finished runs (no RunExistsError)
+    T.sweep(cfg, betas=[0.1, 1.0], schedules=("constant", "linear"), progress=False)
+    with pytest.raises(T.ConfigError, match="unknown schedule"):
+        T.sweep(cfg, schedules=("warm",))
