@@ -95,6 +95,8 @@ def _common_train_options(f):
                      help="Training epochs (the paper trains 200; the default is CPU-sized)."),
         click.option("--batch-size", type=int, default=128, show_default=True),
         click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate."),
+        click.option("--hyper-lr-mult", type=float, default=30.0, show_default=True,
+                     help="Learning-rate multiplier for the MR gates' hyper-networks."),
         click.option("--lr-warmup-epochs", type=float, default=0.0, show_default=True,
                      help="Linear learning-rate warm-up (epochs), then cosine decay."),
         click.option("--min-lr", type=float, default=1e-6, show_default=True, help="End of the cosine decay."),
@@ -139,7 +141,8 @@ def _config_from(opts: dict, **extra: Any):
     _check_arch(opts["arch"])
     fields = dict(
         dataset=opts["dataset"], arch=opts["arch"], epochs=opts["epochs"], batch_size=opts["batch_size"],
-        lr=opts["lr"], lr_warmup_epochs=opts["lr_warmup_epochs"], min_lr=opts["min_lr"],
+        lr=opts["lr"], hyper_lr_mult=opts["hyper_lr_mult"], lr_warmup_epochs=opts["lr_warmup_epochs"],
+        min_lr=opts["min_lr"],
         optimizer=opts["optimizer"], weight_decay=opts["weight_decay"], grad_clip=opts["grad_clip"],
         latent_dim=opts["latent_dim"], distortion=opts["distortion"], seed=opts["seed"],
         device=opts["device"], num_threads=opts["threads"], data_dir=opts["data_dir"],
