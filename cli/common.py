@@ -1,36 +1,52 @@
 """Pieces shared by the mrvae-cli commands: the data-dir option and friendly errors."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
+from typing import Iterator
 
 import click
 
 from linvae.conditioning import BetaRangeError
 from linvae.dataroot import DataIntegrityError, DatasetMissingError
 
-#: errors a user can cause and fix; shown as one clear line instead of a traceback
-USER_ERRORS: tuple[type[BaseException], ...] = (DatasetMissingError, DataIntegrityError, BetaRangeError,
-                                                ValueError, FileNotFoundError, FloatingPointError)
-
 data_dir_option = click.option(
     "--data-dir", type=click.Path(file_okay=False), envvar="MRVAE_DATA", default=None,
     help="Data root (default: $MRVAE_DATA, else ~/.cache/mrvae/data).")
 
 
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors a user can cause and fix into ``click.ClickException`` (one clear message, exit
+    code 1, no traceback) and print each distinct warning once on stderr."""
+    from deep.runs import RunError  # noqa: PLC0415 (deep imports linvae, not cli)
+
+    expected = (DatasetMissingError, DataIntegrityError, BetaRangeError, RunError, ValueError,
+                FileNotFoundError, FloatingPointError)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except expected as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            seen = set()
+            for w in caught:
+                msg = str(w.message)
+                if msg in seen or issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
+                    continue
+                seen.add(msg)
+                click.echo(f"Warning: {msg}", err=True)
+
+
 def friendly_errors(func):
-    """Turn user errors into ``click.ClickException`` (exit code 1, one message, no traceback)."""
+    """Decorator form of :func:`user_errors`."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("default")
-                return func(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except USER_ERRORS as err:
-            raise click.ClickException(f"{type(err).__name__}: {err}") from err
+        with user_errors():
+            return func(*args, **kwargs)
 
     return wrapper
 
@@ -39,7 +55,7 @@ def _parse_list(text: str, option: str, cast: type, what: str) -> tuple:
     try:
         values = tuple(cast(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated {what}, got {text!r}", param_hint=option)
+        raise click.BadParameter(f"expected a comma-separated list of {what}, got {text!r}", param_hint=option)
     if not values:
         raise click.BadParameter("needs at least one value", param_hint=option)
     return values

@@ -6,15 +6,14 @@ mistakes become short messages (``click.ClickException``), never tracebacks.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
-from linvae.conditioning import BetaRangeError
+from .common import parse_floats, user_errors
+
 
 _TRAIN_DEFAULT_EPOCHS = 10
 
@@ -22,30 +21,6 @@ _TRAIN_DEFAULT_EPOCHS = 10
 # ------------------------------------------------------------------------------------------
 # error handling
 # ------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn the project's user-facing errors into ``click.ClickException`` and print warnings."""
-    from linvae.dataroot import DataIntegrityError, DatasetMissingError
-    from deep.runs import RunError
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        except (DatasetMissingError, DataIntegrityError, BetaRangeError, RunError) as exc:
-            raise click.ClickException(str(exc)) from None
-        except (ValueError, FileNotFoundError) as exc:  # ConfigError, Unknown*Error, bad options
-            raise click.ClickException(str(exc)) from None
-        finally:
-            seen = set()
-            for w in caught:
-                msg = str(w.message)
-                if msg in seen or issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
-                    continue
-                seen.add(msg)
-                click.echo(f"Warning: {msg}", err=True)
-
-
 def _trainable_datasets() -> list[str]:
     from deep.data import DATASETS
     from deep.nets import NET_DATASETS
@@ -71,16 +46,7 @@ def _check_arch(name: str) -> str:
 
 
 def _float_list(text: str | None, what: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise click.BadParameter(f"expected a comma-separated list of numbers, got {text!r}",
-                                 param_hint=what) from None
-    if not values:
-        raise click.BadParameter("empty list", param_hint=what)
-    return values
+    return list(parse_floats(text, what)) if text is not None else None
 
 
 # ------------------------------------------------------------------------------------------
@@ -212,7 +178,7 @@ def train(**opts: Any) -> None:
     """
     from deep.train import train as train_run
 
-    with _user_errors():
+    with user_errors():
         a, b = opts["beta_range"]
         config = _config_from(
             opts, mr=not opts["beta_vae"], beta=opts["beta"], beta_a=a, beta_b=b,
@@ -238,7 +204,7 @@ def resume(run: str, quiet: bool, no_eval: bool) -> None:
     """Continue the run in folder RUN with the settings stored there."""
     from deep.train import load_config, resume_run
 
-    with _user_errors():
+    with user_errors():
         config = load_config(run)
         run_dir = resume_run(run, progress=not quiet, log=click.echo)
         click.echo(f"run folder: {run_dir}")
@@ -256,7 +222,7 @@ def sweep(**opts: Any) -> None:
     """Train the 10 baseline beta-VAEs (per schedule) with one shared config."""
     from deep.train import BASELINE_BETAS, sweep as sweep_runs
 
-    with _user_errors():
+    with user_errors():
         schedules = [s for s in opts["schedules"].replace(" ", "").split(",") if s]
         betas = _float_list(opts["betas"], "'--betas'") or list(BASELINE_BETAS)
         config = _config_from(opts, mr=False)
@@ -303,7 +269,7 @@ def evaluate(run: str, n_betas: int | None, betas: str | None, iw_k: int | None,
              beta_chunk: int | None, max_rows: int | None, recalibrate_bn: bool, no_images: bool, seed: int,
              device: str | None, data_dir: str | None, output: str | None, quiet: bool) -> None:
     """Evaluate the run in folder RUN: RD curve, IW-NLL, active units, MI, image grids."""
-    with _user_errors():
+    with user_errors():
         if n_betas is not None and n_betas < 1:
             raise click.BadParameter("must be >= 1", param_hint="'--n-betas'")
         _evaluate_and_report(Path(run), n_betas=n_betas, iw_k=iw_k, batch_size=batch_size,
