@@ -26,3 +26,15 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data not present at {root} (set MRVAE_DATA to the shared data folder)")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin contention on a shared 2-core machine.
+    Use per module with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -15,13 +15,7 @@ from deep.objectives import DISTORTIONS, NotALikelihoodError, UnknownDistortionE
 from linvae.conditioning import BetaRange, Gate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin contention on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _binary_batch(n: int, shape=(1, 28, 28), seed: int = 0) -> torch.Tensor:

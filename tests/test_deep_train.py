@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from deep.nets import VAEOutput
 from linvae.conditioning import BetaRange, BetaRangeError, Gate
 from deep.objectives import gaussian_kl, get_distortion
 from deep import evaluate as E
@@ -34,15 +35,6 @@ class EncOut(NamedTuple):
 
 class DecOut(NamedTuple):
     logits: torch.Tensor
-
-
-class VAEOut(NamedTuple):
-    mu: torch.Tensor
-    log_var: torch.Tensor
-    z: torch.Tensor
-    logits: torch.Tensor
-    rate: torch.Tensor
-    distortion: torch.Tensor
 
 
 SHAPE = (1, 6, 6)
@@ -103,7 +95,7 @@ class TinyVAE(nn.Module):
             with torch.no_grad():
                 self.dec2.bias[0] = float("nan")
             logits = logits.detach() + 0.0 * logits  # keep this step's loss finite
-        return VAEOut(mu, lv, z, logits, rate, self.distortion(logits, x))
+        return VAEOutput(mu, lv, z, logits, rate, self.distortion(logits, x))
 
     def log_likelihood(self, x, z, beta):
         return self.distortion.log_likelihood(self.decode(z, beta).logits, x)
