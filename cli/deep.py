@@ -22,10 +22,9 @@ _TRAIN_DEFAULT_EPOCHS = 10
 # error handling
 # ------------------------------------------------------------------------------------------
 def _trainable_datasets() -> list[str]:
-    from deep.data import DATASETS
-    from deep.nets import NET_DATASETS
+    from deep.families import valid_datasets
 
-    return [d for d in DATASETS if d in NET_DATASETS]
+    return valid_datasets()
 
 
 def _check_dataset(name: str) -> str:
@@ -36,13 +35,52 @@ def _check_dataset(name: str) -> str:
     return name
 
 
-def _check_arch(name: str) -> str:
-    from deep.nets import ARCHS
+def _check_arch(name: str, dataset: str) -> str:
+    from deep.families import ARCHS
 
     if name not in ARCHS:
         raise click.BadParameter(f"unknown architecture {name!r}; choose one of: {', '.join(ARCHS)}",
                                  param_hint="'--arch'")
+    if dataset not in ARCHS[name].datasets:
+        fits = [a for a, spec in ARCHS.items() if dataset in spec.datasets]
+        raise click.BadParameter(f"architecture {name!r} does not train on {dataset!r}; for {dataset} choose "
+                                 f"one of: {', '.join(fits)}", param_hint="'--arch'")
     return name
+
+
+def _parse_options(items: tuple[str, ...], option: str) -> dict:
+    """``KEY=VALUE`` pairs; values parse as JSON (numbers, true/false, lists) or stay strings."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=f"'{option}'")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _family_defaults(opts: dict, fields: dict) -> dict:
+    """Fill the fields the user left at their CLI defaults with the family's recommended values
+    (:data:`deep.families.RECOMMENDED`, e.g. batch 2048 and beta range [0.1, 10] for dSprites)."""
+    from click.core import ParameterSource
+
+    from deep.families import recommended_settings
+
+    ctx = click.get_current_context()
+    rec = recommended_settings(fields["dataset"], fields["arch"], fields.get("model_options"))
+    option_of = {"beta_a": "beta_range", "beta_b": "beta_range", "num_threads": "threads"}
+    for key, value in rec.items():
+        name = option_of.get(key, key)
+        source = ctx.get_parameter_source(name) if name in ctx.params else ParameterSource.DEFAULT
+        if source in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None):
+            if isinstance(value, dict):
+                fields[key] = {**value, **(fields.get(key) or {})}
+            else:
+                fields[key] = value
+    return fields
 
 
 def _float_list(text: str | None, what: str) -> list[float] | None:
@@ -55,8 +93,17 @@ def _float_list(text: str | None, what: str) -> list[float] | None:
 def _common_train_options(f):
     opts = [
         click.option("--dataset", default="omniglot", show_default=True,
-                     help="mnist (static binary), omniglot, cifar10, svhn, celeba64."),
-        click.option("--arch", default="resnet", show_default=True, help="conv or resnet."),
+                     help="mnist (static binary), omniglot, cifar10, svhn, celeba64, dsprites, yahoo."),
+        click.option("--arch", default=None,
+                     help="conv, resnet (images), nvae (mnist/omniglot/celeba64), mlp (dsprites), lstm "
+                          "(yahoo). Default: resnet for images, the dataset's only family otherwise."),
+        click.option("--objective", type=click.Choice(["elbo", "tcvae"]), default="elbo", show_default=True,
+                     help="tcvae: beta weighs the total correlation only (beta-TCVAE; dsprites default)."),
+        click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE",
+                     help="Architecture option, repeatable (e.g. preset=small for nvae, dropout=0.5 for lstm)."),
+        click.option("--data-option", "data_option", multiple=True, metavar="KEY=VALUE",
+                     help="Dataset option, repeatable (e.g. train_split=valid for yahoo, source=subgrid "
+                          "for dsprites)."),
         click.option("--epochs", type=int, default=_TRAIN_DEFAULT_EPOCHS, show_default=True,
                      help="Training epochs (the paper trains 200; the default is CPU-sized)."),
         click.option("--batch-size", type=int, default=128, show_default=True),
@@ -66,6 +113,14 @@ def _common_train_options(f):
         click.option("--lr-warmup-epochs", type=float, default=0.0, show_default=True,
                      help="Linear learning-rate warm-up (epochs), then cosine decay."),
         click.option("--min-lr", type=float, default=1e-6, show_default=True, help="End of the cosine decay."),
+        click.option("--lr-schedule", type=click.Choice(["cosine", "plateau", "constant"]), default="cosine",
+                     show_default=True, help="plateau: x0.5 when the validation loss stalls for "
+                                             "--plateau-patience epochs."),
+        click.option("--plateau-patience", type=int, default=2, show_default=True),
+        click.option("--val-split", default=None,
+                     help="Split scored after every epoch (val_loss in metrics.jsonl; drives --lr-schedule "
+                          "plateau), e.g. valid."),
+        click.option("--val-examples", type=int, default=None, help="Validate on the first N examples only."),
         click.option("--optimizer", type=click.Choice(["adam", "adamax"]), default="adam", show_default=True),
         click.option("--weight-decay", type=float, default=0.0, show_default=True),
         click.option("--grad-clip", type=float, default=None, help="Clip the gradient norm (default: off)."),
@@ -103,10 +158,17 @@ def _common_train_options(f):
 def _config_from(opts: dict, **extra: Any):
     from deep.train import TrainConfig
 
+    from deep.families import DEFAULT_ARCH
+
     _check_dataset(opts["dataset"])
-    _check_arch(opts["arch"])
+    arch = opts["arch"] or DEFAULT_ARCH.get(opts["dataset"], "resnet")
+    _check_arch(arch, opts["dataset"])
     fields = dict(
-        dataset=opts["dataset"], arch=opts["arch"], epochs=opts["epochs"], batch_size=opts["batch_size"],
+        dataset=opts["dataset"], arch=arch, epochs=opts["epochs"], batch_size=opts["batch_size"],
+        objective=opts["objective"], model_options=_parse_options(opts["model_option"], "--model-option"),
+        data_options=_parse_options(opts["data_option"], "--data-option"),
+        lr_schedule=opts["lr_schedule"], plateau_patience=opts["plateau_patience"],
+        val_split=opts["val_split"], val_max_examples=opts["val_examples"],
         lr=opts["lr"], hyper_lr_mult=opts["hyper_lr_mult"], lr_warmup_epochs=opts["lr_warmup_epochs"],
         min_lr=opts["min_lr"],
         optimizer=opts["optimizer"], weight_decay=opts["weight_decay"], grad_clip=opts["grad_clip"],
@@ -117,19 +179,25 @@ def _config_from(opts: dict, **extra: Any):
         download=opts["download"],
     )
     fields.update(extra)
-    return TrainConfig(**fields)
+    return TrainConfig(**_family_defaults(opts, fields))
+
+
+_CURVE_COLUMNS = (("rate", "rate", 9), ("distortion", "distortion", 11), ("neg_elbo", "R+D", 9),
+                  ("active_units", "AU", 4), ("mutual_information", "MI", 7), ("iw_nll", "IW-NLL", 9),
+                  ("perplexity", "PPL", 9), ("bits_per_dim", "bits/dim", 9), ("tc", "TC", 8),
+                  ("mig_sampling", "MIG", 6), ("mig_discrete", "MIG-d", 6))
 
 
 def _print_curve(results: dict) -> None:
-    click.echo(f"{'beta':>9} {'rate':>9} {'distortion':>11} {'R+D':>9} {'AU':>4} {'MI':>7}"
-               + (f" {'IW-NLL':>9}" if results.get("iw_nll") else ""))
+    cols = [(k, label, w) for k, label, w in _CURVE_COLUMNS
+            if isinstance(results.get(k), list) and all(v is not None for v in results[k])]
+    click.echo(f"{'beta':>9}" + "".join(f" {label:>{w}}" for _, label, w in cols))
     for j, beta in enumerate(results["beta"]):
-        line = (f"{beta:9.4g} {results['rate'][j]:9.3f} {results['distortion'][j]:11.3f} "
-                f"{results['neg_elbo'][j]:9.3f} {results['active_units'][j]:4d} "
-                f"{results['mutual_information'][j]:7.3f}")
-        if results.get("iw_nll"):
-            line += f" {results['iw_nll'][j]:9.3f}"
-        click.echo(line)
+        cells = []
+        for k, _, w in cols:
+            v = results[k][j]
+            cells.append(f" {v:{w}d}" if isinstance(v, int) and not isinstance(v, bool) else f" {v:{w}.3f}")
+        click.echo(f"{beta:9.4g}" + "".join(cells))
 
 
 def _evaluate_and_report(run_dir: Path, *, n_betas: int, iw_k: int, batch_size: int,
@@ -232,11 +300,11 @@ def sweep(**opts: Any) -> None:
                                eval_examples=opts["eval_examples"], progress=not opts["quiet"], log=click.echo)
         index = json.loads((sweep_dir / "index.json").read_text())
         if not opts["no_eval"]:
-            click.echo(f"{'schedule':>9} {'beta':>9} {'rate':>9} {'distortion':>11} {'R+D':>9} {'AU':>4}")
+            click.echo(f"{'schedule':>9} {'beta':>9} {'rate':>9} {'distortion':>11} {'R+D':>9}")
             for entry in index["runs"]:
                 rd = json.loads((sweep_dir / entry["results"]).read_text())
                 click.echo(f"{entry['schedule']:>9} {entry['beta']:9.4g} {rd['rate'][0]:9.3f} "
-                           f"{rd['distortion'][0]:11.3f} {rd['neg_elbo'][0]:9.3f} {rd['active_units'][0]:4d}")
+                           f"{rd['distortion'][0]:11.3f} {rd['neg_elbo'][0]:9.3f}")
         click.echo(f"sweep folder: {sweep_dir}")
         click.echo(f"index:        {sweep_dir / 'index.json'}")
 

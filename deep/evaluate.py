@@ -37,7 +37,8 @@ from linvae.conditioning import BetaRange
 from . import metrics as M
 from .objectives import gaussian_kl
 from .runs import RunError, RunPaths, load_checkpoint, read_json, write_json
-from .train import TrainConfig, load_model_state, load_train_data, resolve_device
+from . import families
+from .train import TrainConfig, load_data, load_model_state, load_train_data, resolve_device
 
 __all__ = ["rd_sweep", "evaluate_run", "load_run_model", "load_eval_data", "AU_THRESHOLD",
            "DEFAULT_MAX_ROWS", "save_image_grids"]
@@ -293,7 +294,7 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
                    model: nn.Module | None = None) -> tuple[TrainConfig, nn.Module, dict]:
     """Config, model (weights loaded, eval mode) and checkpoint of a run folder.
 
-    ``model`` overrides rebuilding through :func:`deep.nets.build_model` (custom architectures).
+    ``model`` overrides rebuilding through the architecture's ``rebuild`` (:mod:`deep.families`).
     """
     paths = RunPaths(run_dir)
     if not paths.root.is_dir():
@@ -307,9 +308,9 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
         raise CheckpointMismatchError(f"checkpoint {paths.checkpoint} has a config this code cannot read "
                                       f"({exc})") from None
     if model is None:
-        from deep.nets import build_model
+        rebuild = families.resolve(families.arch_spec(config.arch).rebuild)
         try:
-            model = build_model(**ckpt["model_config"])
+            model = rebuild(dict(ckpt["model_config"]))
         except (TypeError, ValueError) as exc:
             from .runs import CheckpointMismatchError
             raise CheckpointMismatchError(
@@ -321,11 +322,8 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
 
 
 def load_eval_data(config: TrainConfig, split: str = "test", data_dir: str | None = None):
-    """The evaluation split of the run's dataset via :func:`deep.data.load_split`."""
-    from deep.data import load_split
-
-    return load_split(config.dataset, split, data_dir=data_dir or config.data_dir, download=config.download,
-                      **config.data_options)
+    """The evaluation split of the run's dataset (its loader in :mod:`deep.families`)."""
+    return load_data(config, split, data_dir)
 
 
 def _recalibrator(model: nn.Module, config: TrainConfig, n_examples: int, batch_size: int,
@@ -384,6 +382,7 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
         run_config = read_json(paths.config)
     cfg0 = TrainConfig.from_dict(run_config["config"]) if run_config else None
     dev = resolve_device(device or (cfg0.device if cfg0 else "auto"))
+    model_supplied = model
     config, model, ckpt = load_run_model(run_dir, dev, model=model)
     if data is None:
         data = load_eval_data(config, split, data_dir)
@@ -411,36 +410,21 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
         else:
             notes.append(f"BatchNorm statistics recomputed at each beta from {recalibrate_examples} training "
                          "images (one pass per beta)")
-    sweep_out = rd_sweep(model, data, grid, batch_size=batch_size, iw_k=iw_k, batched=batched,
-                         beta_chunk=beta_chunk, max_rows=max_rows, seed=seed,
-                         max_examples=max_examples, mi_examples=mi_examples,
-                         n_images=n_images if images else 0, recalibrate=recal, progress=progress)
-    imgs = sweep_out.pop("images")
-    results_dir = paths.results
-    name = out_name or ("rd.json" if split == "test" else f"rd_{split}.json")
-    written = {}
-    if images:
-        folder = "images" if name == "rd.json" else "images_" + Path(name).stem.removeprefix("rd_")
-        written = save_image_grids(imgs, grid, results_dir / folder)
-    beta_range = getattr(model, "beta_range", None)
-    results = {
-        "kind": "rate-distortion curve",
-        "run": str(paths.root),
-        "split": split,
-        "model": {"kind": "MR-VAE" if is_mr else "beta-VAE", "dataset": config.dataset, "arch": config.arch,
-                  "latent_dim": sweep_out["latent_dim"],
-                  "n_params": sum(p.numel() for p in model.parameters()),
-                  "beta_range": beta_range.to_dict() if (is_mr and isinstance(beta_range, BetaRange)) else None,
-                  "epochs_trained": int(ckpt["epoch"]), "epochs_planned": config.epochs,
-                  "complete": int(ckpt["epoch"]) >= config.epochs},
-        **{k: sweep_out[k] for k in ("beta", "log_beta", "rate", "distortion", "neg_elbo", "loss", "iw_nll",
-                                     "active_units", "mutual_information")},
-        "in_trained_range": ([bool(beta_range.contains(b)) for b in grid] if is_mr and beta_range else
-                             [True] * len(grid)),
-        "iw_k": sweep_out["iw_k"],
-        "checks": _monotonicity(grid, sweep_out["rate"], sweep_out["distortion"]),
-        "active_unit_variances": sweep_out["active_unit_variances"],
-        "estimators": {
+    # a family's own sweep, unless the caller supplied the model (then the generic image sweep)
+    custom = (families.arch_spec(config.arch).evaluate
+              if model_supplied is None and config.arch in families.ARCHS else None)
+    if custom is not None:
+        sweep_fn = families.resolve(custom)
+        sweep_out = dict(sweep_fn(model, data, grid, batch_size=batch_size, iw_k=iw_k, seed=seed,
+                                  max_examples=max_examples, mi_examples=mi_examples, progress=progress,
+                                  n_images=n_images if images else 0))
+        estimators = dict(sweep_out.pop("estimators", {}) or {})
+    else:
+        sweep_out = rd_sweep(model, data, grid, batch_size=batch_size, iw_k=iw_k, batched=batched,
+                             beta_chunk=beta_chunk, max_rows=max_rows, seed=seed,
+                             max_examples=max_examples, mi_examples=mi_examples,
+                             n_images=n_images if images else 0, recalibrate=recal, progress=progress)
+        estimators = {
             "units": "nats per example (sum over latents / pixels, mean over the evaluated examples)",
             "rate": "analytic KL(q(z|x) || N(0, I))",
             "distortion": "one sample z ~ q(z|x) per example; the same standard-normal noise for every beta",
@@ -451,12 +435,49 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
             "active_units": f"Var over examples of E_q[z_u] >= {AU_THRESHOLD} (population variance)",
             "mutual_information": f"I(x;z) against the aggregate posterior of {sweep_out['mi_examples']} examples "
                                   "(deep.metrics.mutual_information)",
-        },
-        "evaluation": {"n_examples": sweep_out["n_examples"], "batch_size": batch_size,
-                       "batched": sweep_out["batched"], "rows_per_pass": sweep_out["rows_per_pass"],
-                       "betas_per_pass": sweep_out["betas_per_pass"],
-                       "seed": seed, "time_s": sweep_out["time_s"],
-                       "au_mi_time_s": sweep_out["metrics_time_s"], "device": str(dev),
+        }
+    for key in ("beta", "rate", "distortion"):
+        if key not in sweep_out:
+            raise RunError(f"the {config.arch} evaluator returned no {key!r} array")
+    sweep_out.setdefault("log_beta", [math.log(b) for b in sweep_out["beta"]])
+    sweep_out.setdefault("neg_elbo", [r + d for r, d in zip(sweep_out["rate"], sweep_out["distortion"])])
+    sweep_out.setdefault("loss", [d + b * r for b, r, d in zip(sweep_out["beta"], sweep_out["rate"],
+                                                                sweep_out["distortion"])])
+    imgs = sweep_out.pop("images", None)
+    results_dir = paths.results
+    name = out_name or ("rd.json" if split == "test" else f"rd_{split}.json")
+    written = {}
+    if images and imgs:
+        folder = "images" if name == "rd.json" else "images_" + Path(name).stem.removeprefix("rd_")
+        written = save_image_grids(imgs, grid, results_dir / folder)
+    beta_range = getattr(model, "beta_range", None)
+    first = ("beta", "log_beta", "rate", "distortion", "neg_elbo", "loss", "iw_nll", "active_units",
+             "mutual_information")
+    arrays = {k: sweep_out[k] for k in first if k in sweep_out}
+    arrays.update({k: v for k, v in sweep_out.items()
+                   if k not in arrays and isinstance(v, list) and len(v) == len(grid)})
+    results = {
+        "kind": "rate-distortion curve",
+        "run": str(paths.root),
+        "split": split,
+        "model": {"kind": "MR-VAE" if is_mr else "beta-VAE", "dataset": config.dataset, "arch": config.arch,
+                  "objective": config.objective,
+                  "latent_dim": sweep_out.get("latent_dim", getattr(model, "latent_dim", None)),
+                  "n_params": sum(p.numel() for p in model.parameters()),
+                  "beta_range": beta_range.to_dict() if (is_mr and isinstance(beta_range, BetaRange)) else None,
+                  "epochs_trained": int(ckpt["epoch"]), "epochs_planned": config.epochs,
+                  "complete": int(ckpt["epoch"]) >= config.epochs},
+        **arrays,
+        "in_trained_range": ([bool(beta_range.contains(b)) for b in grid] if is_mr and beta_range else
+                             [True] * len(grid)),
+        "iw_k": sweep_out.get("iw_k", iw_k),
+        "checks": _monotonicity(grid, sweep_out["rate"], sweep_out["distortion"]),
+        "estimators": estimators,
+        "evaluation": {"n_examples": sweep_out.get("n_examples"), "batch_size": batch_size,
+                       "batched": sweep_out.get("batched"), "rows_per_pass": sweep_out.get("rows_per_pass"),
+                       "betas_per_pass": sweep_out.get("betas_per_pass"),
+                       "seed": seed, "time_s": sweep_out.get("time_s"),
+                       "au_mi_time_s": sweep_out.get("metrics_time_s"), "device": str(dev),
                        "recalibrate_bn": recal is not None, "notes": notes},
         "protocol": data.meta() if hasattr(data, "meta") else None,
         "config": config.to_dict(),

@@ -32,6 +32,7 @@ from torch import nn
 
 from linvae.conditioning import GATE_KINDS, BetaRange, Gate
 
+from .families import UnknownArchError  # one error class for every family
 from .objectives import Distortion, NotALikelihoodError, gaussian_kl, get_distortion, vae_loss
 
 __all__ = [
@@ -53,16 +54,14 @@ __all__ = [
     "build_model",
     "count_parameters",
     "recalibrate_batchnorm",
+    "build_from_config",
+    "rebuild",
     "parameter_table",
     "VERIFIED_BETA_VAE_PARAMS",
     "PAPER_TABLE1",
 ]
 
 ARCHS: tuple[str, ...] = ("conv", "resnet")
-
-
-class UnknownArchError(ValueError):
-    """Raised for an architecture name that is not in :data:`ARCHS`."""
 
 
 class UnknownNetDatasetError(ValueError):
@@ -532,6 +531,19 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
     return VAE(dataset=dataset, arch=arch, mr=bool(mr), latent_dim=latent_dim,
                beta_range=_as_beta_range(beta_range), enc_gate=enc_gate, dec_gate=dec_gate,
                hyper_hidden=hidden, distortion=distortion)
+
+
+def build_from_config(config: Any, data: Any = None) -> VAE:
+    """The Conv/ResNet VAE a :class:`deep.train.TrainConfig` describes (``data`` is not needed)."""
+    return build_model(config.dataset, config.arch, mr=config.mr, latent_dim=config.latent_dim,
+                       beta_range=config.beta_range, enc_gate=config.enc_gate, dec_gate=config.dec_gate,
+                       hyper_hidden=tuple(config.hyper_hidden), distortion=config.distortion,
+                       **dict(getattr(config, "model_options", None) or {}))
+
+
+def rebuild(model_config: dict) -> VAE:
+    """Rebuild a model from its ``model.config`` (``build_model(**model_config)``)."""
+    return build_model(**model_config)
 
 
 # ----------------------------------------------------------------------------------------------------

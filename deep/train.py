@@ -37,6 +37,7 @@ from torch import nn
 
 from linvae.conditioning import BetaRange, Gate
 
+from . import families
 from .runs import (
     CheckpointMismatchError, NonFiniteLossError, RunExistsError, RunPaths, append_jsonl,
     code_version, jsonable, load_checkpoint, peak_memory_mb, read_json, read_jsonl, rng_state,
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 KL_SCHEDULES = ("constant", "linear", "cyclical")
+LR_SCHEDULES = ("cosine", "plateau", "constant")
+OBJECTIVES = ("elbo", "tcvae")
 OPTIMIZERS = ("adam", "adamax")
 BETA_SAMPLING = ("example", "batch")
 #: The paper's 10 baseline betas, log-spaced in [0.01, 10] (np.logspace(-2, 1, 10)).
@@ -57,7 +60,9 @@ BASELINE_BETAS = tuple(float(b) for b in np.logspace(-2, 1, 10))
 
 #: Config fields that may change between a run and its resumption (they do not change the maths).
 RUNTIME_FIELDS = frozenset({"device", "num_threads", "out_dir", "data_dir", "run_name", "n_betas",
-                            "iw_k", "eval_batch_size", "download"})
+                            "iw_k", "eval_batch_size", "download", "val_max_examples"})
+#: Betas (log-spaced over the trained range) at which an MR-VAE's validation loss is averaged.
+VAL_BETAS = 5
 
 _DISTORTION_TEXT = {
     "bernoulli": "Bernoulli negative log-likelihood summed over pixels (nats)",
@@ -98,7 +103,10 @@ class TrainConfig:
     lr: float = 1e-3
     hyper_lr_mult: float = 30.0  # gate (hyper-network) parameters train at lr * hyper_lr_mult
     lr_warmup_epochs: float = 0.0
+    lr_schedule: str = "cosine"
     min_lr: float = 1e-6
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
     optimizer: str = "adam"
     weight_decay: float = 0.0
     grad_clip: float | None = None
@@ -107,6 +115,8 @@ class TrainConfig:
     enc_gate: str = "sigmoid"
     dec_gate: str = "sqrt"
     hyper_hidden: tuple[int, ...] = ()
+    objective: str = "elbo"
+    model_options: dict = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
     data_dir: str | None = None
@@ -116,6 +126,8 @@ class TrainConfig:
     iw_k: int = 0
     eval_batch_size: int = 100
     max_train_examples: int | None = None
+    val_split: str | None = None
+    val_max_examples: int | None = None
     num_threads: int | None = None
     data_options: dict = field(default_factory=dict)
     download: bool = False
@@ -123,6 +135,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.hyper_hidden = tuple(int(h) for h in (self.hyper_hidden or ()))
         self.data_options = dict(self.data_options or {})
+        self.model_options = dict(self.model_options or {})
         self.validate()
 
     # -- validation and (de)serialisation ---------------------------------------------------
@@ -145,6 +158,14 @@ class TrainConfig:
             raise bad("kl_warmup_fraction", "must lie in (0, 1]")
         if self.kl_cycles < 1 or not 0 < self.kl_cycle_ratio <= 1:
             raise ConfigError("cyclical schedule needs kl_cycles >= 1 and kl_cycle_ratio in (0, 1]")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", f"choose from {list(LR_SCHEDULES)}")
+        if int(self.plateau_patience) < 0 or not 0 < self.plateau_factor < 1:
+            raise ConfigError("plateau schedule needs plateau_patience >= 0 and plateau_factor in (0, 1)")
+        if self.objective not in OBJECTIVES:
+            raise bad("objective", f"choose from {list(OBJECTIVES)}")
+        if self.val_max_examples is not None and self.val_max_examples < 2:
+            raise bad("val_max_examples", "must be >= 2 (or None for the whole validation split)")
         if self.optimizer not in OPTIMIZERS:
             raise bad("optimizer", f"choose from {list(OPTIMIZERS)}")
         for name in ("epochs", "batch_size", "n_betas", "eval_batch_size"):
@@ -176,6 +197,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["hyper_hidden"] = list(self.hyper_hidden)
         d["data_options"] = dict(self.data_options)
+        d["model_options"] = dict(self.model_options)
         return d
 
     @classmethod
@@ -234,11 +256,15 @@ def kl_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Learning rate at ``step`` divided by ``config.lr``: linear warm-up, then cosine to min_lr."""
+    """Learning rate at ``step`` divided by ``config.lr``: linear warm-up, then cosine to min_lr
+    (``lr_schedule="cosine"``) or constant (``"constant"``, and ``"plateau"``, whose halvings on a
+    stalled validation loss are applied per epoch on top of this factor)."""
     total = config.epochs * steps_per_epoch
     warm = int(round(config.lr_warmup_epochs * steps_per_epoch))
     if step < warm:
         return (step + 1) / warm
+    if config.lr_schedule != "cosine":
+        return 1.0
     progress = min(1.0, (step - warm) / max(1, total - warm))
     lr = config.min_lr + (config.lr - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return lr / config.lr
@@ -262,22 +288,74 @@ def run_dir_for(config: TrainConfig) -> Path:
     return Path(config.out_dir) / (config.run_name or config.default_run_name())
 
 
-def build_model_from_config(config: TrainConfig) -> nn.Module:
-    """The VAE that ``config`` describes, via :func:`deep.nets.build_model`."""
-    from deep.nets import build_model
+def build_model_from_config(config: TrainConfig, data: Any = None) -> nn.Module:
+    """The VAE that ``config`` describes, built by its architecture's family (:mod:`deep.families`);
+    ``data`` (the training split) gives families what they size from data (vocabulary, N)."""
+    families.check_dataset_arch(config.dataset, config.arch)
+    return families.resolve(families.arch_spec(config.arch).build)(config, data)
 
-    return build_model(config.dataset, config.arch, mr=config.mr, latent_dim=config.latent_dim,
-                       beta_range=config.beta_range, enc_gate=config.enc_gate,
-                       dec_gate=config.dec_gate, hyper_hidden=tuple(config.hyper_hidden),
-                       distortion=config.distortion)
+
+def load_data(config: TrainConfig, split: str = "train", data_dir: str | None = None):
+    """Split ``split`` of the run's dataset through its loader in :mod:`deep.families`."""
+    load_split = families.dataset_loader(config.dataset)
+    return load_split(config.dataset, split, data_dir=data_dir or config.data_dir, download=config.download,
+                      **config.data_options)
 
 
 def load_train_data(config: TrainConfig):
-    """The training ImageSplit via :func:`deep.data.load_split`."""
-    from deep.data import load_split
+    """The training split of the run's dataset."""
+    return load_data(config, "train")
 
-    return load_split(config.dataset, "train", data_dir=config.data_dir, download=config.download,
-                      **config.data_options)
+
+def batch_len(x: Any) -> int:
+    """Examples in a batch: a tensor's first dimension, or ``len()`` of a batch object."""
+    return int(x.shape[0]) if hasattr(x, "shape") else len(x)
+
+
+def epoch_batches(data: Any, perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """The index tensors of one epoch: ``data.batches(perm, batch_size)`` (length bucketing) when the
+    data object has it, else consecutive chunks of ``perm``."""
+    if hasattr(data, "batches"):
+        out = list(data.batches(perm, batch_size))
+        expected = math.ceil(perm.numel() / batch_size)
+        if len(out) != expected:
+            raise ConfigError(f"{type(data).__name__}.batches returned {len(out)} batches, expected {expected}")
+        return out
+    return [perm[s:s + batch_size] for s in range(0, perm.numel(), batch_size)]
+
+
+def per_example_loss(model: nn.Module, out: Any, weight: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` loss: ``model.objective(out, weight)`` when the family defines one (beta-TCVAE, NVAE's
+    spectral regulariser), else ``distortion + weight * rate``; ``weight = kl_factor * beta``."""
+    objective = getattr(model, "objective", None)
+    if objective is not None:
+        return objective(out, weight)
+    return out.distortion + weight * out.rate
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, data: Any, config: TrainConfig, device: torch.device) -> float:
+    """Mean validation loss: at the run's beta (beta-VAE), or the mean over :data:`VAL_BETAS` betas
+    log-spaced over the trained range (MR-VAE). Fixed noise (seed 0), eval mode."""
+    was = model.training
+    model.eval()
+    n = len(data) if config.val_max_examples is None else min(len(data), config.val_max_examples)
+    betas = (config.beta_range.grid(VAL_BETAS).tolist() if config.mr else [float(config.beta)])
+    gen_state = torch.get_rng_state()
+    torch.manual_seed(0)
+    total, count = 0.0, 0
+    try:
+        for idx in epoch_batches(data, torch.arange(n), config.eval_batch_size):
+            x = data.get_batch(idx, train=False).to(device)
+            bsz = batch_len(x)
+            for beta in betas:
+                b = torch.full((bsz,), beta, device=device)
+                total += float(per_example_loss(model, model(x, b), b).double().sum())
+            count += bsz
+    finally:
+        torch.set_rng_state(gen_state)
+        model.train(was)
+    return total / max(1, count * len(betas))
 
 
 def train_index(n: int, max_examples: int | None) -> torch.Tensor:
@@ -307,10 +385,22 @@ def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any =
                 "mean over examples",
         "distortion": dist,
         "distortion_definition": _DISTORTION_TEXT.get(dist or "", "see deep.objectives"),
-        "objective": "mean over examples of distortion + beta * rate",
+        "objective": (getattr(model, "objective_description", None)
+                      or "mean over examples of distortion + beta * rate"),
+        "objective_name": config.objective,
         "model": "MR-VAE" if config.mr else "beta-VAE",
-        "lr_schedule": "linear warm-up over lr_warmup_epochs, then cosine decay to min_lr; per step",
+        "lr_schedule": {
+            "cosine": "linear warm-up over lr_warmup_epochs, then cosine decay to min_lr; per step",
+            "constant": "linear warm-up over lr_warmup_epochs, then constant",
+            "plateau": (f"linear warm-up, then constant; x{config.plateau_factor} when the "
+                        f"{'validation (' + config.val_split + ')' if config.val_split else 'training'} loss "
+                        f"has not improved for more than {config.plateau_patience} epochs"),
+        }[config.lr_schedule],
     }
+    if config.val_split:
+        out["validation"] = (f"loss on split {config.val_split!r} after every epoch; "
+                             + (f"mean over {VAL_BETAS} betas log-spaced in the trained range" if config.mr
+                                else "at the run's beta"))
     if config.mr:
         out["beta_range"] = config.beta_range.to_dict()
         out["beta_sampling"] = f"log-uniform, one beta per {config.beta_sampling}"
@@ -355,6 +445,10 @@ def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 
 
 def _config_diff(saved: dict, now: dict) -> list[str]:
+    try:  # fields added since the checkpoint was written take their defaults
+        saved = TrainConfig.from_dict(saved).to_dict()
+    except (TypeError, ValueError):
+        pass
     keys = sorted((set(saved) | set(now)) - RUNTIME_FIELDS)
     return [f"{k}: checkpoint={saved.get(k)!r}, now={now.get(k)!r}" for k in keys
             if jsonable(saved.get(k)) != jsonable(now.get(k))]
@@ -438,14 +532,17 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
         say(f"no checkpoint in {run_dir}; starting a new run")
 
     # data and model ------------------------------------------------------------------------
+    if model is None:
+        families.check_dataset_arch(config.dataset, config.arch)
     data = data if data is not None else load_train_data(config)
     index = train_index(len(data), config.max_train_examples)
     n_train = int(index.numel())
     steps_per_epoch = math.ceil(n_train / config.batch_size)
+    val_data = load_data(config, config.val_split) if config.val_split else None
 
     torch.manual_seed(config.seed)
     if model is None:
-        model = build_model_from_config(config)
+        model = build_model_from_config(config, data)
     model = model.to(device)
     if getattr(model, "is_mr", config.mr) != config.mr:
         raise CheckpointMismatchError(
@@ -453,6 +550,8 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     optimizer = _make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(config, s, steps_per_epoch))
+    # plateau: a multiplier on both groups' rates, halved when the monitored loss stalls (per epoch)
+    plateau = {"scale": 1.0, "best": math.inf, "bad_epochs": 0}
     data_gen = torch.Generator().manual_seed(config.seed)
     beta_gen = torch.Generator().manual_seed(config.seed + 7919)
     gens = {"data": data_gen, "beta": beta_gen}
@@ -469,6 +568,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
         load_model_state(model, ckpt["model"], str(paths.checkpoint))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        plateau.update(ckpt.get("plateau", {}))
         set_rng_state(ckpt["rng"], gens)
         start_epoch, step, elapsed = int(ckpt["epoch"]), int(ckpt["step"]), float(ckpt.get("elapsed_s", 0.0))
         kept = [r for r in read_jsonl(paths.metrics) if r.get("epoch", 0) <= start_epoch]
@@ -498,7 +598,8 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     def checkpoint_state(epoch: int, metrics: dict) -> dict:
         return {"config": config.to_dict(), "model_config": _model_config(model),
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_state(gens), "epoch": epoch,
+                "scheduler": scheduler.state_dict(), "plateau": dict(plateau),
+                "rng": rng_state(gens), "epoch": epoch,
                 "step": step, "elapsed_s": elapsed, "metrics": jsonable(metrics)}
 
     def fail(reason: str, epoch: int, extra: dict) -> NonFiniteLossError:
@@ -516,17 +617,18 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
         model.train()
         t0 = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, rate, distortion sums
+        extra_sums: dict[str, torch.Tensor] = {}
         n_seen = 0
         perm = index[torch.randperm(n_train, generator=data_gen)]
+        batches = epoch_batches(data, perm, config.batch_size)
         bar = None
         if progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False, dynamic_ncols=True)
-        for b in range(steps_per_epoch):
-            idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
+        for b, idx in enumerate(batches):
             x = data.get_batch(idx, train=True, generator=data_gen).to(device, non_blocking=True)
-            bsz = x.shape[0]
+            bsz = batch_len(x)
             factor = kl_factor(config, step, steps_per_epoch)
             if config.mr:
                 beta = beta_range.sample(bsz, per=config.beta_sampling, generator=beta_gen).to(device)
@@ -534,7 +636,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
                 beta = torch.full((bsz,), float(config.beta), device=device)
             out = model(x, beta)
             rate, distortion = out.rate, out.distortion
-            loss = (distortion + (factor * beta) * rate).mean()
+            loss = per_example_loss(model, out, factor * beta).mean()
             if not bool(torch.isfinite(loss)):
                 if bar is not None:
                     bar.close()
@@ -548,10 +650,18 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             scheduler.step()
+            if plateau["scale"] != 1.0:
+                for group in optimizer.param_groups:
+                    group["lr"] *= plateau["scale"]
             step += 1
             with torch.no_grad():
                 sums += torch.stack([loss.detach() * bsz, rate.detach().sum(),
                                      distortion.detach().sum()]).double()
+                if hasattr(model, "extra_metrics"):
+                    for key, val in model.extra_metrics(out).items():
+                        val = torch.as_tensor(val, dtype=torch.float64).detach()
+                        tot = val.sum() if val.ndim else val * bsz
+                        extra_sums[key] = extra_sums.get(key, 0.0) + tot.to(device)
             n_seen += bsz
             if bar is not None:
                 bar.update(1)
@@ -566,10 +676,27 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
         elapsed += dt
         means = (sums / max(1, n_seen)).cpu().tolist()
         record = {"epoch": epoch + 1, "step": step, "loss": means[0], "rate": means[1],
-                  "distortion": means[2], "lr": optimizer.param_groups[0]["lr"],
+                  "distortion": means[2],
+                  **{k: float(v) / max(1, n_seen) for k, v in extra_sums.items()},
+                  "lr": optimizer.param_groups[0]["lr"],
                   "kl_factor": kl_factor(config, max(0, step - 1), steps_per_epoch),
                   "time_s": dt, "examples_per_s": n_seen / dt, "elapsed_s": elapsed,
                   **peak_memory_mb(device)}
+        if val_data is not None:
+            record["val_loss"] = validation_loss(model, val_data, config, device)
+            record["val_split"] = config.val_split
+        if config.lr_schedule == "plateau":
+            monitored = record.get("val_loss", record["loss"])
+            if monitored < plateau["best"]:
+                plateau["best"], plateau["bad_epochs"] = monitored, 0
+            else:
+                plateau["bad_epochs"] += 1
+                if plateau["bad_epochs"] > config.plateau_patience:
+                    plateau["scale"] *= config.plateau_factor
+                    plateau["bad_epochs"] = 0
+                    say(f"epoch {epoch + 1}: {'validation' if val_data is not None else 'training'} loss "
+                        f"stalled; learning rate x{config.plateau_factor} (now x{plateau['scale']:g})")
+            record["lr_plateau_scale"] = plateau["scale"]
         append_jsonl(paths.metrics, record)
         save_checkpoint(paths.checkpoint, checkpoint_state(epoch + 1, record))
         say(f"epoch {epoch + 1}/{config.epochs}: loss {means[0]:.3f} rate {means[1]:.3f} "

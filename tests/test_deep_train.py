@@ -478,13 +478,56 @@ def test_batchnorm_recalibration_runs_once_per_beta(tmp_path, monkeypatch):
     assert not np.allclose(plain["rate"], recal["rate"])   # beta-specific statistics change the posterior
 
 
-def test_sweep_trains_one_run_per_beta_and_schedule(tmp_path, monkeypatch):
-    import deep.nets
+@pytest.fixture
+def tiny_family(monkeypatch):
+    """Register the tiny stand-ins as a dataset and an architecture, as a user would add a family."""
+    from deep import families
 
-    monkeypatch.setattr(T, "build_model_from_config", lambda c: TinyVAE(mr=c.mr, beta_range=c.beta_range))
-    monkeypatch.setattr(T, "load_train_data", lambda c: TinySplit())
-    monkeypatch.setattr(E, "load_eval_data", lambda c, split="test", data_dir=None: TinySplit(40, "test"))
-    monkeypatch.setattr(deep.nets, "build_model", lambda **mc: TinyVAE(mr=mc["mr"]))
+    monkeypatch.setitem(families.DATASET_LOADERS, "tiny",
+                        lambda name, split, **kw: TinySplit(200 if split == "train" else 40, split))
+    monkeypatch.setitem(families.ARCHS, "mlp", families.ArchSpec(
+        "mlp", build=lambda c, data: TinyVAE(mr=c.mr, beta_range=c.beta_range),
+        rebuild=lambda mc: TinyVAE(mr=mc["mr"]), evaluate=None, datasets=("tiny",), description="test MLP"))
+
+
+def test_registered_family_trains_validates_and_evaluates(tmp_path, tiny_family):
+    cfg = tiny_config(tmp_path, epochs=3, run_name=None, val_split="valid", lr_schedule="plateau",
+                      plateau_patience=0, plateau_factor=0.5)
+    run_dir = T.train(cfg, progress=False)
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["val_loss"]) and r["val_split"] == "valid" for r in history)
+    # plateau: the scale halves exactly after every epoch whose validation loss did not improve
+    scale, best = 1.0, np.inf
+    for r in history:
+        if r["val_loss"] < best:
+            best = r["val_loss"]
+        else:
+            scale *= 0.5
+        assert r["lr_plateau_scale"] == scale
+    rd = E.evaluate_run(run_dir, n_betas=3, images=False)
+    assert len(rd["rate"]) == 3 and rd["model"]["arch"] == "mlp"
+    from deep.families import UnknownArchError
+    with pytest.raises(UnknownArchError, match="does not train on"):
+        T.train(cfg.replace(arch="resnet", run_name="wrong"), progress=False)
+
+
+def test_validation_loss_is_the_mr_mean_over_betas(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1)
+    model = TinyVAE(mr=True, beta_range=cfg.beta_range)
+    data = TinySplit(40, "valid")
+    got = T.validation_loss(model, data, cfg, torch.device("cpu"))
+    torch.manual_seed(0)
+    x = data.get_batch(torch.arange(40))
+    want = []
+    for beta in cfg.beta_range.grid(T.VAL_BETAS).tolist():
+        b = torch.full((40,), beta)
+        with torch.no_grad():
+            out = model.eval()(x, b)
+        want.append(float((out.distortion + b * out.rate).mean()))
+    assert got == pytest.approx(float(np.mean(want)), rel=1e-5)
+
+
+def test_sweep_trains_one_run_per_beta_and_schedule(tmp_path, tiny_family):
     cfg = tiny_config(tmp_path, epochs=1, run_name=None)
     sweep_dir = T.sweep(cfg, betas=[0.1, 1.0], schedules=("constant", "linear"), progress=False)
     index = json.loads((sweep_dir / "index.json").read_text())
