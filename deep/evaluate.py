@@ -40,7 +40,7 @@ from .runs import RunError, RunPaths, load_checkpoint, read_json, write_json
 from . import families
 from .train import TrainConfig, load_data, load_model_state, load_train_data, resolve_device
 
-__all__ = ["rd_sweep", "evaluate_run", "load_run_model", "load_eval_data", "AU_THRESHOLD",
+__all__ = ["rd_sweep", "evaluate_run", "fid_curve", "load_run_model", "load_eval_data", "AU_THRESHOLD",
            "DEFAULT_MAX_ROWS", "save_image_grids"]
 
 AU_THRESHOLD = 0.01
@@ -250,6 +250,42 @@ def rd_sweep(model: nn.Module, data: Any, betas: Sequence[float] | torch.Tensor,
 
 
 # ------------------------------------------------------------------------------------------
+# FID of prior samples across beta (paper Fig. 6)
+# ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def fid_curve(model: nn.Module, data: Any, betas: Sequence[float], feature_extractor, *, n_samples: int = 1000,
+              batch_size: int = 100, seed: int = 0) -> list[float]:
+    """FID between ``n_samples`` test images and ``n_samples`` prior samples decoded at each beta.
+
+    The same prior draws ``z ~ N(0, I)`` are decoded at every beta (common random numbers); samples are
+    the decoder means (Bernoulli probabilities or pixel means) in [0, 1]. ``feature_extractor`` maps
+    ``(B, C, H, W)`` images to features (:func:`deep.metrics.inception_feature_extractor` for the standard FID).
+    """
+    device = _model_device(model)
+    n = min(int(n_samples), len(data))
+    if n < 2:
+        raise ValueError("FID needs at least 2 samples")
+    was = model.training
+    model.eval()
+    try:
+        real = [data.get_batch(torch.arange(s, min(n, s + batch_size)), train=False) for s in range(0, n, batch_size)]
+        real_stats = M.gaussian_statistics(M.extract_features(real, feature_extractor, batch_size))
+        z_all = torch.randn((n, int(model.latent_dim)), generator=_batch_generator(seed, 0, salt=3)).to(device)
+        out = []
+        for beta in betas:
+            fake = []
+            for s in range(0, n, batch_size):
+                z = z_all[s:s + batch_size]
+                b = torch.full((z.shape[0],), float(beta), device=device)
+                fake.append(_mean_image(model, model.decode(z, b).logits).clamp(0, 1).cpu())
+            fake_stats = M.gaussian_statistics(M.extract_features(fake, feature_extractor, batch_size))
+            out.append(M.frechet_distance(*real_stats, *fake_stats))
+    finally:
+        model.train(was)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
 # image grids
 # ------------------------------------------------------------------------------------------
 def save_image_grids(images: dict, betas: Sequence[float], out_dir: str | os.PathLike) -> dict:
@@ -366,7 +402,8 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
                  images: bool = True, n_images: int = 8, recalibrate_bn: bool = False,
                  recalibrate_examples: int = 2000, data_dir: str | None = None,
                  model: nn.Module | None = None, data: Any = None, progress: bool = False,
-                 out_name: str | None = None) -> dict:
+                 out_name: str | None = None, fid_samples: int = 0, fid_weights: str | None = None,
+                 fid_extractor: Any = None, download: bool = False) -> dict:
     """Evaluate a run folder; write and return ``results/rd.json`` (``rd_<split>.json`` for other splits).
 
     MR-VAE: ``n_betas`` (default: the run's ``n_betas``, 20) log-spaced betas over its trained range, or
@@ -374,7 +411,9 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
     ``iw_k`` (default: the run's ``iw_k``; 0 disables) importance samples for the IW-NLL. Other arguments
     as in :func:`rd_sweep` (``beta_chunk`` bounds the betas per batched pass, for memory);
     ``recalibrate_bn`` recomputes BatchNorm statistics at each beta from ``recalibrate_examples``
-    training images (MR CNNs).
+    training images (MR CNNs). ``fid_samples`` > 0 adds the FID of that many prior samples per beta
+    against as many test images (:func:`fid_curve`; the standard Inception features via pytorch-fid, or
+    ``fid_extractor``); when the FID network is unavailable the results say why instead of failing.
     """
     paths = RunPaths(run_dir)
     run_config = None
@@ -436,6 +475,18 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
             "mutual_information": f"I(x;z) against the aggregate posterior of {sweep_out['mi_examples']} examples "
                                   "(deep.metrics.mutual_information)",
         }
+    if fid_samples:
+        try:
+            extractor = fid_extractor or M.inception_feature_extractor(dev, download=download, weights=fid_weights)
+            sweep_out["fid"] = fid_curve(model, data, grid, extractor, n_samples=fid_samples,
+                                         batch_size=batch_size, seed=seed)
+            estimators["fid"] = (f"Frechet distance of {min(fid_samples, len(data))} prior samples (decoder means, "
+                                 f"same z at every beta) to as many test images; features: "
+                                 + ("Inception-v3 pool3 (pytorch-fid, TF-FID weights)" if fid_extractor is None
+                                    else "a caller-supplied feature map (not comparable with published FIDs)"))
+        except (M.FIDUnavailableError, OSError) as exc:
+            notes.append(f"FID not computed: {exc}")
+            estimators["fid"] = f"unavailable: {exc}"
     for key in ("beta", "rate", "distortion"):
         if key not in sweep_out:
             raise RunError(f"the {config.arch} evaluator returned no {key!r} array")

@@ -14,6 +14,8 @@ All quantities are in nats.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
@@ -30,6 +32,10 @@ __all__ = [
     "frechet_distance",
     "gaussian_statistics",
     "fid",
+    "extract_features",
+    "FIDUnavailableError",
+    "inception_feature_extractor",
+    "fid_weights_path",
     "gaussian_kl",
 ]
 
@@ -171,8 +177,9 @@ def gaussian_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray
     return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
 
 
-def _features(images: torch.Tensor | Iterable[torch.Tensor],
-              feature_extractor: Callable[[torch.Tensor], torch.Tensor], batch_size: int) -> np.ndarray:
+def extract_features(images: torch.Tensor | Iterable[torch.Tensor],
+              feature_extractor: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 100) -> np.ndarray:
+    """``(N, D)`` float64 features of ``images`` (a tensor or an iterable of batches)."""
     batches = images.split(batch_size) if torch.is_tensor(images) else images
     out = []
     with torch.no_grad():
@@ -193,6 +200,70 @@ def fid(images_real: torch.Tensor | Iterable[torch.Tensor], images_fake: torch.T
     be downloaded here; pass such an extractor to get numbers comparable with the paper.  Any other
     extractor gives a Frechet distance in its own feature space, not comparable with published FIDs.
     """
-    real = _features(images_real, feature_extractor, batch_size)
-    fake = _features(images_fake, feature_extractor, batch_size)
+    real = extract_features(images_real, feature_extractor, batch_size)
+    fake = extract_features(images_fake, feature_extractor, batch_size)
     return frechet_distance(*gaussian_statistics(real), *gaussian_statistics(fake))
+
+
+# ------------------------------------------------------------------------------------------
+# Inception features for FID (pytorch-fid, optional)
+# ------------------------------------------------------------------------------------------
+#: File name and address of the FID Inception-v3 weights (the TF-FID network ported by pytorch-fid).
+FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + FID_WEIGHTS_FILE
+
+
+class FIDUnavailableError(RuntimeError):
+    """The FID feature network cannot be built here (package or weights missing); says how to fix it."""
+
+
+def fid_weights_path() -> Path:
+    """Where the FID Inception weights are looked for: torch hub's checkpoint folder
+    (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch/hub/checkpoints``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / FID_WEIGHTS_FILE
+
+
+def inception_feature_extractor(device: torch.device | str = "cpu", *, download: bool = False,
+                                weights: str | os.PathLike | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The standard FID feature map: pool3 features ``(B, 2048)`` of pytorch-fid's Inception-v3 with the
+    TF-FID weights, for images ``(B, C, H, W)`` in [0, 1] (grey images are repeated to 3 channels; the
+    network resizes to 299x299 itself).
+
+    The weights file :data:`FID_WEIGHTS_FILE` is read from ``weights`` or :func:`fid_weights_path`; with
+    ``download=True`` pytorch-fid fetches it from :data:`FID_WEIGHTS_URL`. Raises
+    :class:`FIDUnavailableError` naming the package or file when either is missing.
+    """
+    try:
+        from pytorch_fid import inception as fid_inception
+    except ImportError:
+        raise FIDUnavailableError("FID needs the pytorch-fid package: pip install -e \".[fid]\" "
+                                  "(or pip install pytorch-fid)") from None
+    target = fid_weights_path()
+    if weights is not None:
+        src = Path(weights)
+        if not src.is_file():
+            raise FIDUnavailableError(f"FID weights file {src} does not exist")
+        if src.resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                target.unlink()
+            target.symlink_to(src.resolve())
+    if not target.is_file() and not download:
+        raise FIDUnavailableError(
+            f"FID Inception weights {FID_WEIGHTS_FILE} not found at {target}; download them from "
+            f"{FID_WEIGHTS_URL} into that folder, pass their path (--fid-weights), or allow the download "
+            "(--download)")
+    net = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]],
+                                    resize_input=True, normalize_input=True, use_fid_inception=True)
+    net = net.to(device).eval()
+
+    @torch.no_grad()
+    def extract(images: torch.Tensor) -> torch.Tensor:
+        x = images.to(device=device, dtype=torch.float32)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        return net(x)[0].flatten(1)
+
+    return extract
