@@ -530,6 +530,8 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
                        "seed": seed, "time_s": sweep_out.get("time_s"),
                        "au_mi_time_s": sweep_out.get("metrics_time_s"), "device": str(dev),
                        "recalibrate_bn": recal is not None, "notes": notes},
+        "extras": {k: v for k, v in sweep_out.items()
+                   if k not in arrays and not isinstance(v, (list, dict)) or k in ("data_protocol",)},
         "protocol": data.meta() if hasattr(data, "meta") else None,
         "config": config.to_dict(),
         "conventions": (run_config or {}).get("conventions"),
