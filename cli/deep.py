@@ -130,6 +130,9 @@ def _common_train_options(f):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--threads", type=int, default=None, help="torch CPU threads."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+                     help="Mixed precision: bf16 autocast (CPU or GPU) or fp16 autocast with loss scaling (GPU "
+                          "only); rate, distortion and loss stay float32."),
         click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                      help="Data root (default: $MRVAE_DATA, else ~/.cache/mrvae/data)."),
         click.option("--download", is_flag=True, help="Download missing dataset files (needs the network)."),
@@ -176,7 +179,7 @@ def _config_from(opts: dict, **extra: Any):
         device=opts["device"], num_threads=opts["threads"], data_dir=opts["data_dir"],
         out_dir=opts["out_dir"], run_name=opts["run_name"], max_train_examples=opts["max_train_examples"],
         n_betas=opts["n_betas"], iw_k=opts["iw_k"], eval_batch_size=opts["eval_batch_size"],
-        download=opts["download"],
+        download=opts["download"], precision=opts["precision"],
     )
     fields.update(extra)
     return TrainConfig(**_family_defaults(opts, fields))
@@ -244,8 +247,11 @@ def train(**opts: Any) -> None:
 
     Example: mrvae-cli deep train --dataset omniglot --epochs 1
     """
+    from deep.distributed import is_main_process
     from deep.train import train as train_run
 
+    main = is_main_process()          # under torchrun only process 0 prints and evaluates
+    echo = click.echo if main else (lambda *a, **k: None)
     with user_errors():
         a, b = opts["beta_range"]
         config = _config_from(
@@ -253,12 +259,12 @@ def train(**opts: Any) -> None:
             beta_sampling=opts["beta_sampling"], kl_schedule=opts["kl_schedule"],
             kl_schedule_unit=opts["kl_schedule_unit"], enc_gate=opts["enc_gate"], dec_gate=opts["dec_gate"])
         kind = "MR-VAE" if config.mr else f"beta-VAE (beta={config.beta:g}, {config.kl_schedule} KL)"
-        click.echo(f"training {kind}: {config.dataset}/{config.arch}, {config.epochs} epoch(s)")
-        run_dir = train_run(config, resume=opts["resume"], progress=not opts["quiet"], log=click.echo)
-        click.echo(f"run folder: {run_dir}")
-        click.echo(f"checkpoint: {run_dir / 'checkpoint.pt'}")
-        click.echo(f"metrics:    {run_dir / 'metrics.jsonl'}")
-        if not opts["no_eval"]:
+        echo(f"training {kind}: {config.dataset}/{config.arch}, {config.epochs} epoch(s)")
+        run_dir = train_run(config, resume=opts["resume"], progress=not opts["quiet"], log=echo)
+        echo(f"run folder: {run_dir}")
+        echo(f"checkpoint: {run_dir / 'checkpoint.pt'}")
+        echo(f"metrics:    {run_dir / 'metrics.jsonl'}")
+        if not opts["no_eval"] and main:
             _evaluate_and_report(run_dir, n_betas=config.n_betas, iw_k=config.iw_k,
                                  batch_size=config.eval_batch_size, max_examples=opts["eval_examples"],
                                  progress=not opts["quiet"])
@@ -270,13 +276,16 @@ def train(**opts: Any) -> None:
 @click.option("--no-eval", is_flag=True, help="Skip the RD evaluation after training.")
 def resume(run: str, quiet: bool, no_eval: bool) -> None:
     """Continue the run in folder RUN with the settings stored there."""
+    from deep.distributed import is_main_process
     from deep.train import load_config, resume_run
 
+    main = is_main_process()          # under torchrun only process 0 prints and evaluates
     with user_errors():
         config = load_config(run)
-        run_dir = resume_run(run, progress=not quiet, log=click.echo)
-        click.echo(f"run folder: {run_dir}")
-        if not no_eval:
+        run_dir = resume_run(run, progress=not quiet, log=click.echo if main else None)
+        if main:
+            click.echo(f"run folder: {run_dir}")
+        if not no_eval and main:
             _evaluate_and_report(run_dir, n_betas=config.n_betas, iw_k=config.iw_k,
                                  batch_size=config.eval_batch_size, max_examples=None, progress=not quiet)
 
@@ -286,27 +295,35 @@ def resume(run: str, quiet: bool, no_eval: bool) -> None:
 @click.option("--schedules", default="constant,linear", show_default=True,
               help="Comma-separated KL schedules: constant, linear, cyclical.")
 @click.option("--betas", default=None, help="Comma-separated betas (default: np.logspace(-2, 1, 10)).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train N runs at once in separate processes (each with cores // N threads unless --threads).")
 def sweep(**opts: Any) -> None:
     """Train the 10 baseline beta-VAEs (per schedule) with one shared config."""
+    from deep.distributed import is_main_process
     from deep.train import BASELINE_BETAS, sweep as sweep_runs
 
+    main = is_main_process()          # under torchrun only process 0 prints
+    echo = click.echo if main else (lambda *a, **k: None)
     with user_errors():
         schedules = [s for s in opts["schedules"].replace(" ", "").split(",") if s]
         betas = _float_list(opts["betas"], "'--betas'") or list(BASELINE_BETAS)
         config = _config_from(opts, mr=False)
-        click.echo(f"sweep: {len(betas)} betas x {len(schedules)} schedule(s) on {config.dataset}/{config.arch}, "
-                   f"{config.epochs} epoch(s) each")
+        echo(f"sweep: {len(betas)} betas x {len(schedules)} schedule(s) on {config.dataset}/{config.arch}, "
+             f"{config.epochs} epoch(s) each" + (f", {opts['jobs']} at a time" if opts["jobs"] > 1 else ""))
         sweep_dir = sweep_runs(config, betas=betas, schedules=schedules, evaluate=not opts["no_eval"],
-                               eval_examples=opts["eval_examples"], progress=not opts["quiet"], log=click.echo)
+                               eval_examples=opts["eval_examples"], progress=not opts["quiet"], log=echo,
+                               jobs=opts["jobs"])
+        if not main:
+            return
         index = json.loads((sweep_dir / "index.json").read_text())
         if not opts["no_eval"]:
-            click.echo(f"{'schedule':>9} {'beta':>9} {'rate':>9} {'distortion':>11} {'R+D':>9}")
+            echo(f"{'schedule':>9} {'beta':>9} {'rate':>9} {'distortion':>11} {'R+D':>9}")
             for entry in index["runs"]:
                 rd = json.loads((sweep_dir / entry["results"]).read_text())
-                click.echo(f"{entry['schedule']:>9} {entry['beta']:9.4g} {rd['rate'][0]:9.3f} "
-                           f"{rd['distortion'][0]:11.3f} {rd['neg_elbo'][0]:9.3f}")
-        click.echo(f"sweep folder: {sweep_dir}")
-        click.echo(f"index:        {sweep_dir / 'index.json'}")
+                echo(f"{entry['schedule']:>9} {entry['beta']:9.4g} {rd['rate'][0]:9.3f} "
+                     f"{rd['distortion'][0]:11.3f} {rd['neg_elbo'][0]:9.3f}")
+        echo(f"sweep folder: {sweep_dir}")
+        echo(f"index:        {sweep_dir / 'index.json'}")
 
 
 @deep.command()

@@ -55,6 +55,12 @@ def _per_example_sum(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).sum(dim=1)
 
 
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision tensors (float16 / bfloat16 outputs of a layer under ``torch.autocast``) upcast to
+    float32, so rates and distortions are summed in float32 under mixed precision; other dtypes as is."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _check_shapes(logits: torch.Tensor, x: torch.Tensor) -> None:
     if logits.shape != x.shape:
         raise ValueError(f"decoder output shape {tuple(logits.shape)} does not match data shape {tuple(x.shape)}")
@@ -63,10 +69,12 @@ def _check_shapes(logits: torch.Tensor, x: torch.Tensor) -> None:
 def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     """Rate ``KL(N(mu, diag exp(log_var)) || N(0, I))`` in nats, summed over latents.
 
-    ``mu``, ``log_var``: ``(B, K)`` (or ``(B, ...)``); returns ``(B,)``.
+    ``mu``, ``log_var``: ``(B, K)`` (or ``(B, ...)``); returns ``(B,)`` (at least float32: half-precision
+    inputs from layers under ``torch.autocast`` are upcast before the sum).
     """
     if mu.shape != log_var.shape:
         raise ValueError(f"mu {tuple(mu.shape)} and log_var {tuple(log_var.shape)} differ in shape")
+    mu, log_var = _at_least_float32(mu), _at_least_float32(log_var)
     kl = 0.5 * (mu.pow(2) + torch.exp(log_var) - 1.0 - log_var)
     return _per_example_sum(kl)
 
@@ -74,13 +82,14 @@ def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
 def bernoulli_distortion(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Bernoulli NLL ``-sum [x log sigmoid(l) + (1 - x) log(1 - sigmoid(l))]`` in nats, ``(B,)``."""
     _check_shapes(logits, x)
+    logits = _at_least_float32(logits)
     return _per_example_sum(F.binary_cross_entropy_with_logits(logits, x, reduction="none"))
 
 
 def sse_distortion(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The paper's colour distortion: ``sum (sigmoid(logits) - x)^2`` (no 1/2, no constant), ``(B,)``."""
     _check_shapes(logits, x)
-    return _per_example_sum((torch.sigmoid(logits) - x).pow(2))
+    return _per_example_sum((torch.sigmoid(_at_least_float32(logits)) - x).pow(2))
 
 
 def half_sse_distortion(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

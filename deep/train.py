@@ -15,6 +15,11 @@ to ``min_lr``; the schedule is applied per optimisation step.
 Data never goes through a DataLoader: the split lives in memory and every minibatch is
 ``split.get_batch(index, train=True, generator=g)`` on a shuffled index tensor.
 
+Scale: the same function runs in every process under ``torchrun`` (DDP; ``batch_size`` is the global
+batch, split across processes; process 0 alone writes the run folder) and runs the model forward under
+``torch.autocast`` with ``precision="bf16"`` / ``"fp16"``; :mod:`deep.distributed` states the conventions.
+:func:`sweep` can train its independent runs in parallel processes (``jobs``).
+
 Typical use::
 
     from deep.train import TrainConfig, train
@@ -37,6 +42,7 @@ from torch import nn
 
 from linvae.conditioning import BetaRange, Gate
 
+from . import distributed as D
 from . import families
 from .runs import (
     CheckpointMismatchError, NonFiniteLossError, RunExistsError, RunPaths, append_jsonl,
@@ -47,7 +53,7 @@ from .runs import (
 __all__ = [
     "ConfigError", "TrainConfig", "KL_SCHEDULES", "BASELINE_BETAS", "schedule_factor", "kl_factor",
     "lr_factor", "resolve_device", "run_dir_for", "build_model_from_config", "load_train_data",
-    "train", "resume_run", "load_config", "sweep", "conventions",
+    "train", "resume_run", "load_config", "sweep", "conventions", "PRECISIONS",
 ]
 
 KL_SCHEDULES = ("constant", "linear", "cyclical")
@@ -55,12 +61,14 @@ LR_SCHEDULES = ("cosine", "plateau", "constant")
 OBJECTIVES = ("elbo", "tcvae")
 OPTIMIZERS = ("adam", "adamax")
 BETA_SAMPLING = ("example", "batch")
+PRECISIONS = D.PRECISIONS
 #: The paper's 10 baseline betas, log-spaced in [0.01, 10] (np.logspace(-2, 1, 10)).
 BASELINE_BETAS = tuple(float(b) for b in np.logspace(-2, 1, 10))
 
 #: Config fields that may change between a run and its resumption (they do not change the maths).
+#: ``precision`` is one of them so a run can continue on other hardware (each epoch's precision is logged).
 RUNTIME_FIELDS = frozenset({"device", "num_threads", "out_dir", "data_dir", "run_name", "n_betas",
-                            "iw_k", "eval_batch_size", "download", "val_max_examples"})
+                            "iw_k", "eval_batch_size", "download", "val_max_examples", "precision"})
 #: Betas (log-spaced over the trained range) at which an MR-VAE's validation loss is averaged.
 VAL_BETAS = 5
 
@@ -84,6 +92,9 @@ class TrainConfig:
     CPU-sized 10 (the paper trains 200). ``kl_schedule_unit`` says whether the linear / cyclical
     KL schedule advances per optimisation step (default; smooth and meaningful for short runs) or
     per epoch (the reference code). The learning-rate warm-up and cosine decay advance per step.
+    ``batch_size`` is the global batch: under ``torchrun`` with N processes each takes ``batch_size / N``
+    examples of every step (:mod:`deep.distributed`). ``precision``: ``fp32``, ``bf16`` (autocast, CPU or
+    GPU) or ``fp16`` (CUDA only, with loss scaling).
     """
 
     dataset: str = "omniglot"
@@ -131,6 +142,7 @@ class TrainConfig:
     num_threads: int | None = None
     data_options: dict = field(default_factory=dict)
     download: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.hyper_hidden = tuple(int(h) for h in (self.hyper_hidden or ()))
@@ -191,6 +203,9 @@ class TrainConfig:
             raise bad("device", "choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.num_threads is not None and self.num_threads < 1:
             raise bad("num_threads", "must be >= 1")
+        problem = D.precision_problem(self.precision, "cpu" if self.device == "cpu" else None)
+        if problem:
+            raise ConfigError(problem)
         return self
 
     def to_dict(self) -> dict:
@@ -326,26 +341,36 @@ def epoch_batches(data: Any, perm: torch.Tensor, batch_size: int) -> list[torch.
 
 def per_example_loss(model: nn.Module, out: Any, weight: torch.Tensor) -> torch.Tensor:
     """``(B,)`` loss: ``model.objective(out, weight)`` when the family defines one (beta-TCVAE, NVAE's
-    spectral regulariser), else ``distortion + weight * rate``; ``weight = kl_factor * beta``."""
+    spectral regulariser), else ``distortion + weight * rate`` in float32 (also under mixed precision);
+    ``weight = kl_factor * beta``."""
     objective = getattr(model, "objective", None)
     if objective is not None:
         return objective(out, weight)
-    return out.distortion + weight * out.rate
+    return out.distortion.float() + weight * out.rate.float()
 
 
 @torch.no_grad()
-def validation_loss(model: nn.Module, data: Any, config: TrainConfig, device: torch.device) -> float:
+def validation_loss(model: nn.Module, data: Any, config: TrainConfig, device: torch.device,
+                    ctx: D.DistContext | None = None) -> float:
     """Mean validation loss: at the run's beta (beta-VAE), or the mean over :data:`VAL_BETAS` betas
-    log-spaced over the trained range (MR-VAE). Fixed noise (seed 0), eval mode."""
+    log-spaced over the trained range (MR-VAE). Eval mode, float32, fixed noise: torch's generator is
+    seeded with the batch number before each validation batch (and restored afterwards), so the value
+    does not depend on how batches are shared out. Under several processes (``ctx``) process ``r`` scores
+    batches ``r, r + N, ...`` and the sums are all-reduced. ``model`` is the unwrapped module."""
+    ctx = ctx or D.DistContext(device=torch.device(device))
     was = model.training
     model.eval()
     n = len(data) if config.val_max_examples is None else min(len(data), config.val_max_examples)
     betas = (config.beta_range.grid(VAL_BETAS).tolist() if config.mr else [float(config.beta)])
+    cuda = torch.device(device).type == "cuda"
     gen_state = torch.get_rng_state()
-    torch.manual_seed(0)
+    cuda_state = torch.cuda.get_rng_state(device) if cuda else None
     total, count = 0.0, 0
     try:
-        for idx in epoch_batches(data, torch.arange(n), config.eval_batch_size):
+        for bno, idx in enumerate(epoch_batches(data, torch.arange(n), config.eval_batch_size)):
+            if bno % ctx.world_size != ctx.rank:
+                continue
+            torch.manual_seed(bno)
             x = data.get_batch(idx, train=False).to(device)
             bsz = batch_len(x)
             for beta in betas:
@@ -354,7 +379,11 @@ def validation_loss(model: nn.Module, data: Any, config: TrainConfig, device: to
             count += bsz
     finally:
         torch.set_rng_state(gen_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state, device)
         model.train(was)
+    sums = D.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64, device=ctx.device), ctx)
+    total, count = float(sums[0]), int(sums[1])
     return total / max(1, count * len(betas))
 
 
@@ -377,8 +406,10 @@ def _distortion_name(model: nn.Module, config: TrainConfig) -> str | None:
     return cfg.get("distortion") or getattr(model, "distortion_name", None) or config.distortion
 
 
-def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any = None) -> dict:
-    """Units, objective, beta sampling, schedules and data protocol, written into every run."""
+def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any = None,
+                world_size: int = 1) -> dict:
+    """Units, objective, beta sampling, schedules, precision, batch split and data protocol, written into
+    every run (``world_size``: training processes)."""
     dist = _distortion_name(model, config) if model is not None else config.distortion
     out: dict[str, Any] = {
         "rate": "nats per example: analytic KL(q(z|x) || N(0, I)) summed over latent dims, "
@@ -396,7 +427,17 @@ def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any =
                         f"{'validation (' + config.val_split + ')' if config.val_split else 'training'} loss "
                         f"has not improved for more than {config.plateau_patience} epochs"),
         }[config.lr_schedule],
+        "precision": {"name": config.precision, "description": D.PRECISION_TEXT[config.precision]},
+        "batch": (f"global batch of {config.batch_size} examples per optimisation step"
+                  + (f", split into {world_size} contiguous per-process shards (about "
+                     f"{config.batch_size / world_size:g} each; gradients averaged by DDP, weighted so the step "
+                     "equals one on the whole global batch)" if world_size > 1 else "")),
     }
+    if world_size > 1 and config.mr:
+        out["beta_sampling_processes"] = (
+            "one beta per global batch shared by every process" if config.beta_sampling == "batch" else
+            "each process draws its shard's betas from its own stream (process 0: seed + 7919; process r > 0: "
+            "reseeded every epoch from (seed, r, epoch))")
     if config.val_split:
         out["validation"] = (f"loss on split {config.val_split!r} after every epoch; "
                              + (f"mean over {VAL_BETAS} betas log-spaced in the trained range" if config.mr
@@ -482,6 +523,25 @@ def _params_finite(model: nn.Module) -> bool:
 # ------------------------------------------------------------------------------------------
 # the trainer
 # ------------------------------------------------------------------------------------------
+def _rank_batch(data: Any, idx: torch.Tensor, generator: torch.Generator,
+                ctx: D.DistContext) -> tuple[Any, int, float]:
+    """This process's share of the global batch ``idx``: ``(batch, global size, live)``.
+
+    One process: the whole batch. Several: every process materialises the global batch (so the shared
+    generator advances identically everywhere and the shards together are exactly the one-process batch)
+    and keeps its contiguous shard. A process whose shard is empty (a last batch smaller than the number
+    of processes) gets the batch's first example with ``live = 0``: it takes part in DDP's gradient
+    all-reduce with zero weight."""
+    batch = data.get_batch(idx, train=True, generator=generator)
+    if not ctx.distributed:
+        return batch, batch_len(batch), 1.0
+    bsz = batch_len(batch)
+    start, stop = D.shard_bounds(bsz, ctx)
+    if stop > start:
+        return D.local_batch(batch, start, stop), bsz, 1.0
+    return D.local_batch(batch, 0, 1), bsz, 0.0
+
+
 def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None = None,
           data: Any = None, stop_after_epochs: int | None = None, progress: bool = True,
           log=None) -> Path:
@@ -491,13 +551,18 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     ----------
     config: the shared :class:`TrainConfig`.
     resume: continue from ``checkpoint.pt`` in the run folder (bit-for-bit the same result as an
-        uninterrupted run on the same machine); without it an existing checkpoint is an error.
+        uninterrupted run on the same machine with the same number of processes); without it an existing
+        checkpoint is an error. The checkpoint may come from a run with another number of processes.
     model, data: optional objects overriding :func:`deep.nets.build_model` and
         :func:`deep.data.load_split` (any VAE / ImageSplit following the contract).
     stop_after_epochs: stop once this many epochs are done in total (time-boxed jobs, tests);
         the run stays resumable.
     progress: show tqdm progress bars.
     log: callable taking one string (default: silent).
+
+    Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set) every process calls this function;
+    they train one DDP model on shards of each global batch and only process 0 writes, logs and shows
+    progress (:mod:`deep.distributed` states the conventions).
 
     Raises :class:`NonFiniteLossError` on a NaN/inf loss (``failure.json`` says why; the last
     good checkpoint is kept), :class:`CheckpointMismatchError` when resuming another config.
@@ -506,7 +571,18 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     say = log or (lambda msg: None)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    device = resolve_device(config.device)
+    ctx = D.setup(config.device, resolve_device)
+    device = ctx.device
+    problem = D.precision_problem(config.precision, device)
+    if problem:
+        raise ConfigError(problem)
+    if ctx.world_size > config.batch_size:
+        raise ConfigError(f"batch_size={config.batch_size} is smaller than the {ctx.world_size} processes: "
+                          "batch_size is the global batch, split across processes; use --batch-size >= "
+                          f"{ctx.world_size}")
+    main = ctx.is_main
+    if not main:
+        say, progress = (lambda msg: None), False
     run_dir = run_dir_for(config)
     paths = RunPaths(run_dir)
 
@@ -550,11 +626,15 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     optimizer = _make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(config, s, steps_per_epoch))
+    scaler = D.make_grad_scaler(config.precision, device)
     # plateau: a multiplier on both groups' rates, halved when the monitored loss stalls (per epoch)
     plateau = {"scale": 1.0, "best": math.inf, "bad_epochs": 0}
     data_gen = torch.Generator().manual_seed(config.seed)
     beta_gen = torch.Generator().manual_seed(config.seed + 7919)
     gens = {"data": data_gen, "beta": beta_gen}
+    # processes r > 0 draw per-example betas from their own stream (reseeded every epoch)
+    own_betas = ctx.rank > 0 and config.beta_sampling == "example"
+    rank_beta_gen = torch.Generator() if own_betas else beta_gen
     beta_range = config.beta_range
 
     start_epoch, step, elapsed = 0, 0, 0.0
@@ -568,53 +648,74 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
         load_model_state(model, ckpt["model"], str(paths.checkpoint))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and ckpt.get("grad_scaler"):
+            scaler.load_state_dict(ckpt["grad_scaler"])
         plateau.update(ckpt.get("plateau", {}))
         set_rng_state(ckpt["rng"], gens)
         start_epoch, step, elapsed = int(ckpt["epoch"]), int(ckpt["step"]), float(ckpt.get("elapsed_s", 0.0))
-        kept = [r for r in read_jsonl(paths.metrics) if r.get("epoch", 0) <= start_epoch]
-        paths.metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        say(f"resuming {run_dir} at epoch {start_epoch}/{config.epochs}")
-    else:
+        if main:
+            kept = [r for r in read_jsonl(paths.metrics) if r.get("epoch", 0) <= start_epoch]
+            paths.metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        was = ckpt.get("world_size", 1)
+        say(f"resuming {run_dir} at epoch {start_epoch}/{config.epochs}"
+            + (f" ({was} -> {ctx.world_size} processes)" if was != ctx.world_size else ""))
+    elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in (paths.metrics, paths.failure, paths.summary):
             if stale.exists():
                 stale.unlink()
 
-    if paths.failure.exists():
-        paths.failure.unlink()
-    write_json(paths.config, {
-        "config": config.to_dict(),
-        "model_config": _model_config(model),
-        "n_params": _count_params(model),
-        "conventions": conventions(config, model, data),
-        "n_train": n_train,
-        "steps_per_epoch": steps_per_epoch,
-        "device": str(device),
-        "code_version": code_version(),
-    })
+    if main:
+        if paths.failure.exists():
+            paths.failure.unlink()
+        write_json(paths.config, {
+            "config": config.to_dict(),
+            "model_config": _model_config(model),
+            "n_params": _count_params(model),
+            "conventions": conventions(config, model, data, world_size=ctx.world_size),
+            "n_train": n_train,
+            "steps_per_epoch": steps_per_epoch,
+            "device": str(device),
+            "distributed": ctx.describe(config.batch_size),
+            "code_version": code_version(),
+        })
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    if not D.same_on_all(start_epoch, ctx):
+        raise D.DistributedSetupError(
+            f"the processes found different checkpoints in {run_dir}: with several nodes, --out must be "
+            "on a filesystem that every node sees")
+    net = model                          # the unwrapped module: state dicts, hooks, validation
+    model = D.wrap(net, ctx)             # DDP under several processes (broadcasts process 0's weights)
+    D.barrier(ctx)
 
     def checkpoint_state(epoch: int, metrics: dict) -> dict:
-        return {"config": config.to_dict(), "model_config": _model_config(model),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        return {"config": config.to_dict(), "model_config": _model_config(net),
+                "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "plateau": dict(plateau),
-                "rng": rng_state(gens), "epoch": epoch,
+                "grad_scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": rng_state(gens), "world_size": ctx.world_size, "epoch": epoch,
                 "step": step, "elapsed_s": elapsed, "metrics": jsonable(metrics)}
 
     def fail(reason: str, epoch: int, extra: dict) -> NonFiniteLossError:
         last = load_checkpoint(paths.checkpoint)["epoch"] if paths.checkpoint.exists() else None
         kept = (f"the last good checkpoint (epoch {last}) was kept" if last is not None
                 else "no checkpoint was written (it failed in the first epoch)")
-        write_json(paths.failure, {"reason": reason, "epoch": epoch + 1, "step": step,
-                                   "last_good_checkpoint_epoch": last, **extra,
-                                   "hint": "lower --lr, set --grad-clip, or check the data"})
+        if main:
+            write_json(paths.failure, {"reason": reason, "epoch": epoch + 1, "step": step,
+                                       "last_good_checkpoint_epoch": last, **extra,
+                                       "hint": "lower --lr, set --grad-clip, or check the data"})
+        D.barrier(ctx)
         return NonFiniteLossError(f"{reason} at epoch {epoch + 1}, step {step}: training stopped; "
                                   f"{kept}; details in {paths.failure}. Try a lower --lr or --grad-clip.")
 
     last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
     for epoch in range(start_epoch, last_epoch):
         model.train()
+        if ctx.rank > 0:  # per-process streams: deterministic in (seed, rank, epoch), whatever came before
+            torch.manual_seed(D.rank_seed(config.seed, ctx.rank, epoch, "torch"))
+            if own_betas:
+                rank_beta_gen.manual_seed(D.rank_seed(config.seed, ctx.rank, epoch, "beta"))
         t0 = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, rate, distortion sums
         extra_sums: dict[str, torch.Tensor] = {}
@@ -627,63 +728,88 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
             bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False, dynamic_ncols=True)
         for b, idx in enumerate(batches):
-            x = data.get_batch(idx, train=True, generator=data_gen).to(device, non_blocking=True)
+            x, global_bsz, live = _rank_batch(data, idx, data_gen, ctx)
+            x = x.to(device, non_blocking=True)
             bsz = batch_len(x)
             factor = kl_factor(config, step, steps_per_epoch)
             if config.mr:
-                beta = beta_range.sample(bsz, per=config.beta_sampling, generator=beta_gen).to(device)
+                beta = beta_range.sample(bsz, per=config.beta_sampling, generator=rank_beta_gen).to(device)
             else:
                 beta = torch.full((bsz,), float(config.beta), device=device)
-            out = model(x, beta)
-            rate, distortion = out.rate, out.distortion
-            loss = per_example_loss(model, out, factor * beta).mean()
-            if not bool(torch.isfinite(loss)):
+            with D.autocast(config.precision, device):
+                out = model(x, beta)
+            rate, distortion = out.rate.float(), out.distortion.float()
+            losses = per_example_loss(net, out, factor * beta).float()
+            if ctx.distributed:  # DDP averages over processes: weight so the step is the global-batch mean
+                loss = losses.sum() * (live * ctx.world_size / global_bsz)
+            else:
+                loss = losses.mean()
+            bad = D.ranks_where(not bool(torch.isfinite(loss)), ctx)
+            if bad:
                 if bar is not None:
                     bar.close()
                 raise fail("non-finite loss", epoch, {
                     "loss": float(loss.detach()), "rate_mean": float(rate.detach().mean()),
                     "distortion_mean": float(distortion.detach().mean()),
-                    "beta_min": float(beta.min()), "beta_max": float(beta.max())})
+                    "beta_min": float(beta.min()), "beta_max": float(beta.max()),
+                    **({"processes_with_non_finite_loss": bad,
+                        "values_from_process": 0} if ctx.distributed else {})})
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if config.grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if config.grad_clip:
+                    nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                optimizer.step()
             scheduler.step()
             if plateau["scale"] != 1.0:
                 for group in optimizer.param_groups:
                     group["lr"] *= plateau["scale"]
             step += 1
             with torch.no_grad():
-                sums += torch.stack([loss.detach() * bsz, rate.detach().sum(),
-                                     distortion.detach().sum()]).double()
-                if hasattr(model, "extra_metrics"):
-                    for key, val in model.extra_metrics(out).items():
+                sums += live * torch.stack([losses.detach().sum(), rate.detach().sum(),
+                                            distortion.detach().sum()]).double()
+                if hasattr(net, "extra_metrics"):
+                    for key, val in net.extra_metrics(out).items():
                         val = torch.as_tensor(val, dtype=torch.float64).detach()
                         tot = val.sum() if val.ndim else val * bsz
-                        extra_sums[key] = extra_sums.get(key, 0.0) + tot.to(device)
-            n_seen += bsz
+                        extra_sums[key] = extra_sums.get(key, 0.0) + live * tot.to(device)
+            n_seen += int(live * bsz)
             if bar is not None:
                 bar.update(1)
                 if b % 10 == 0 or b == steps_per_epoch - 1:
-                    m = (sums / n_seen).tolist()
+                    m = (sums / max(1, n_seen)).tolist()
                     bar.set_postfix(loss=f"{m[0]:.2f}", rate=f"{m[1]:.2f}", dist=f"{m[2]:.2f}")
         if bar is not None:
             bar.close()
-        if not _params_finite(model):
+        if not _params_finite(net):
             raise fail("non-finite parameters after the optimiser step", epoch, {})
         dt = time.perf_counter() - t0
         elapsed += dt
-        means = (sums / max(1, n_seen)).cpu().tolist()
+        # global sums over processes: loss, rate, distortion, examples, extra metrics (sorted keys)
+        keys = sorted(extra_sums)
+        totals = torch.cat([sums, torch.tensor([float(n_seen)], dtype=torch.float64, device=device),
+                            torch.stack([torch.as_tensor(extra_sums[k], dtype=torch.float64, device=device)
+                                         for k in keys]) if keys else sums.new_zeros(0)])
+        totals = D.all_reduce_sum(totals, ctx).cpu().tolist()
+        n_seen = int(round(totals[3]))
+        means = [v / max(1, n_seen) for v in totals[:3]]
         record = {"epoch": epoch + 1, "step": step, "loss": means[0], "rate": means[1],
                   "distortion": means[2],
-                  **{k: float(v) / max(1, n_seen) for k, v in extra_sums.items()},
+                  **{k: v / max(1, n_seen) for k, v in zip(keys, totals[4:])},
                   "lr": optimizer.param_groups[0]["lr"],
                   "kl_factor": kl_factor(config, max(0, step - 1), steps_per_epoch),
                   "time_s": dt, "examples_per_s": n_seen / dt, "elapsed_s": elapsed,
+                  "precision": config.precision, "world_size": ctx.world_size,
                   **peak_memory_mb(device)}
         if val_data is not None:
-            record["val_loss"] = validation_loss(model, val_data, config, device)
+            record["val_loss"] = validation_loss(net, val_data, config, device, ctx)
             record["val_split"] = config.val_split
         if config.lr_schedule == "plateau":
             monitored = record.get("val_loss", record["loss"])
@@ -697,21 +823,26 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
                     say(f"epoch {epoch + 1}: {'validation' if val_data is not None else 'training'} loss "
                         f"stalled; learning rate x{config.plateau_factor} (now x{plateau['scale']:g})")
             record["lr_plateau_scale"] = plateau["scale"]
-        append_jsonl(paths.metrics, record)
-        save_checkpoint(paths.checkpoint, checkpoint_state(epoch + 1, record))
+        if main:
+            append_jsonl(paths.metrics, record)
+            save_checkpoint(paths.checkpoint, checkpoint_state(epoch + 1, record))
+        D.barrier(ctx)
         say(f"epoch {epoch + 1}/{config.epochs}: loss {means[0]:.3f} rate {means[1]:.3f} "
             f"distortion {means[2]:.3f} ({n_seen / dt:.0f} examples/s)")
 
-    done = load_checkpoint(paths.checkpoint)["epoch"] if paths.checkpoint.exists() else 0
-    if done >= config.epochs:
-        history = read_jsonl(paths.metrics)
-        write_json(paths.summary, {
-            "status": "complete", "epochs": config.epochs, "steps": step, "time_s": elapsed,
-            "examples_per_s": (sum(r["examples_per_s"] * r["time_s"] for r in history)
-                               / max(1e-12, sum(r["time_s"] for r in history))) if history else None,
-            "n_params": _count_params(model), "peak_memory": peak_memory_mb(device),
-            "final": history[-1] if history else None, "device": str(device),
-        })
+    if main:
+        done = load_checkpoint(paths.checkpoint)["epoch"] if paths.checkpoint.exists() else 0
+        if done >= config.epochs:
+            history = read_jsonl(paths.metrics)
+            write_json(paths.summary, {
+                "status": "complete", "epochs": config.epochs, "steps": step, "time_s": elapsed,
+                "examples_per_s": (sum(r["examples_per_s"] * r["time_s"] for r in history)
+                                   / max(1e-12, sum(r["time_s"] for r in history))) if history else None,
+                "n_params": _count_params(net), "peak_memory": peak_memory_mb(device),
+                "final": history[-1] if history else None, "device": str(device),
+                "world_size": ctx.world_size, "precision": config.precision,
+            })
+    D.barrier(ctx)
     return run_dir
 
 
@@ -728,13 +859,20 @@ def resume_run(run_dir: str | os.PathLike, **kwargs: Any) -> Path:
 def sweep(config: TrainConfig, betas: Iterable[float] = BASELINE_BETAS,
           schedules: Sequence[str] = ("constant", "linear"), *, resume: bool = True,
           evaluate: bool = True, eval_examples: int | None = None, progress: bool = True,
-          log=None) -> Path:
+          log=None, jobs: int = 1) -> Path:
     """Train the baseline beta-VAEs (default: the paper's 10 betas) with one shared config.
 
     One run folder per (schedule, beta) under ``out_dir / (run_name or <dataset>_<arch>_sweep_seed<s>)``
     and an ``index.json`` listing them (updated after every run). Finished runs are skipped, so an
     interrupted sweep continues where it stopped. With ``evaluate`` each run gets its
     ``results/rd.json`` (one RD point at its beta, on the first ``eval_examples`` test images or all).
+
+    ``jobs > 1`` trains (and evaluates) up to ``jobs`` runs at once, each in its own process (a
+    ``ProcessPoolExecutor`` with the ``spawn`` start method) with ``num_threads = config.num_threads or
+    max(1, cores // jobs)``. Every run is the same computation as in a sequential sweep; its numbers are
+    bit-identical to a sequential run with the same thread count (CPU kernels may sum in another order
+    with another thread count). Under ``torchrun`` use ``jobs=1``: the processes then train each run
+    together and process 0 evaluates it.
     """
     betas = [float(b) for b in betas]
     for s in schedules:
@@ -742,35 +880,129 @@ def sweep(config: TrainConfig, betas: Iterable[float] = BASELINE_BETAS,
             raise ConfigError(f"unknown schedule {s!r} in the sweep; choose from {list(KL_SCHEDULES)}")
     if not betas or any(not b > 0 for b in betas):
         raise ConfigError(f"sweep betas must be > 0, got {betas}")
-    say = log or (lambda msg: None)
+    if int(jobs) < 1:
+        raise ConfigError(f"invalid jobs={jobs}: must be >= 1")
+    env = D.torchrun_env()
+    if jobs > 1 and env is not None and env[1] > 1:
+        raise ConfigError("sweep --jobs > 1 cannot run under torchrun (each run already uses every process); "
+                          "use --jobs 1 with torchrun, or --jobs N without it")
+    main = D.is_main_process()
+    say = (log or (lambda msg: None)) if main else (lambda msg: None)
     reduced = f"_n{config.max_train_examples}" if config.max_train_examples else ""
     name = config.run_name or (f"{config.dataset}_{config.arch}_sweep{reduced}_e{config.epochs}_lr{config.lr:g}"
                                f"_seed{config.seed}")
     sweep_dir = Path(config.out_dir) / name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
     index_path = sweep_dir / "index.json"
     shared = config.replace(mr=False, run_name=None, out_dir=str(sweep_dir))
-    entries: list[dict] = []
-    for schedule in schedules:
-        for beta in betas:
-            cfg = shared.replace(beta=beta, kl_schedule=schedule,
-                                 run_name=f"beta{beta:.4g}_{schedule}")
-            rdir = run_dir_for(cfg)
-            say(f"[sweep] beta={beta:.4g} schedule={schedule} -> {rdir}")
-            summary = RunPaths(rdir).summary
-            if not summary.exists():
-                has_ckpt = RunPaths(rdir).checkpoint.exists()
-                train(cfg, resume=resume and has_ckpt, progress=progress, log=log)
-            entry = {"beta": beta, "schedule": schedule, "run_dir": rdir.name, "status": "complete"}
-            if evaluate:
-                from .evaluate import evaluate_run
-                rd_path = RunPaths(rdir).results / "rd.json"
-                if not rd_path.exists():
-                    evaluate_run(rdir, max_examples=eval_examples, progress=False)
-                entry["results"] = str(rd_path.relative_to(sweep_dir))
-            entries.append(entry)
+    plan = [shared.replace(beta=beta, kl_schedule=schedule, run_name=f"beta{beta:.4g}_{schedule}")
+            for schedule in schedules for beta in betas]
+    entries: dict[int, dict] = {}
+
+    def entry_for(cfg: TrainConfig) -> dict:
+        rdir = run_dir_for(cfg)
+        entry = {"beta": cfg.beta, "schedule": cfg.kl_schedule, "run_dir": rdir.name, "status": "complete"}
+        if evaluate:
+            entry["results"] = str((RunPaths(rdir).results / "rd.json").relative_to(sweep_dir))
+        return entry
+
+    def write_index() -> None:
+        if main:
             write_json(index_path, {"kind": "beta-VAE baseline sweep", "betas": betas,
                                     "schedules": list(schedules),
                                     "shared_config": shared.replace(out_dir=config.out_dir).to_dict(),
-                                    "runs": entries})
+                                    "jobs": int(jobs),
+                                    "runs": [entries[i] for i in sorted(entries)]})
+
+    if jobs > 1:
+        _parallel_sweep(plan, jobs, resume=resume, evaluate=evaluate, eval_examples=eval_examples,
+                        say=say, done=lambda i: (entries.__setitem__(i, entry_for(plan[i])), write_index()))
+        return sweep_dir
+    for i, cfg in enumerate(plan):
+        say(f"[sweep] beta={cfg.beta:.4g} schedule={cfg.kl_schedule} -> {run_dir_for(cfg)}")
+        _sweep_one(cfg, resume=resume, evaluate=evaluate, eval_examples=eval_examples, progress=progress,
+                   log=log)
+        entries[i] = entry_for(cfg)
+        write_index()
     return sweep_dir
+
+
+def _sweep_one(cfg: TrainConfig, *, resume: bool, evaluate: bool, eval_examples: int | None,
+               progress: bool = False, log=None) -> str:
+    """Train one sweep run unless finished, then evaluate it (process 0) unless ``rd.json`` exists."""
+    rdir = run_dir_for(cfg)
+    paths = RunPaths(rdir)
+    if not paths.summary.exists():
+        train(cfg, resume=resume and paths.checkpoint.exists(), progress=progress, log=log)
+    if evaluate and D.is_main_process() and not (paths.results / "rd.json").exists():
+        from .evaluate import evaluate_run
+        evaluate_run(rdir, max_examples=eval_examples, progress=False)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # the other processes wait for process 0's evaluation
+    return str(rdir)
+
+
+def _sweep_job(cfg_dict: dict, registry: dict, kwargs: dict) -> str:
+    """One sweep run in a worker process: restore the parent's registry entries for this run's dataset
+    and architecture (families registered at run time, e.g. by tests), then train and evaluate."""
+    cfg = TrainConfig.from_dict(cfg_dict)
+    families.DATASET_LOADERS[cfg.dataset] = registry["loader"]
+    families.ARCHS[cfg.arch] = registry["arch"]
+    torch.set_num_threads(cfg.num_threads or 1)
+    return _sweep_one(cfg, **kwargs)
+
+
+def _parallel_sweep(plan: list[TrainConfig], jobs: int, *, resume: bool, evaluate: bool,
+                    eval_examples: int | None, say, done) -> None:
+    """Run the unfinished runs of ``plan`` in up to ``jobs`` spawned worker processes; ``done(i)`` is
+    called in the parent for every finished run, in plan order of completion."""
+    import concurrent.futures as cf
+    import multiprocessing
+    import pickle
+
+    threads = max(1, D.usable_cores() // jobs)
+    first = plan[0]
+    registry = {"loader": families.DATASET_LOADERS.get(first.dataset), "arch": families.ARCHS.get(first.arch)}
+    if registry["loader"] is None:
+        families.dataset_loader(first.dataset)          # raises the unknown-dataset message
+    families.check_dataset_arch(first.dataset, first.arch)
+    try:
+        pickle.dumps(registry)
+    except Exception as exc:
+        raise ConfigError(
+            f"sweep --jobs needs the dataset loader and architecture of {first.dataset}/{first.arch} "
+            f"registered as importable functions ('module:function' or module-level functions), not "
+            f"lambdas or closures ({type(exc).__name__}: {exc}); use jobs=1 otherwise") from None
+    kwargs = dict(resume=resume, evaluate=evaluate, eval_examples=eval_examples)
+    pending = []
+    for i, cfg in enumerate(plan):
+        paths = RunPaths(run_dir_for(cfg))
+        if paths.summary.exists() and (not evaluate or (paths.results / "rd.json").exists()):
+            done(i)
+        else:
+            pending.append(i)
+    if not pending:
+        return
+    ctx = multiprocessing.get_context("spawn")
+    errors: list[Exception] = []
+    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=ctx) as pool:
+        futures = {}
+        for i in pending:
+            cfg = plan[i].replace(num_threads=plan[i].num_threads or threads)
+            say(f"[sweep] start beta={cfg.beta:.4g} schedule={cfg.kl_schedule} ({cfg.num_threads} thread(s)) "
+                f"-> {run_dir_for(cfg)}")
+            futures[pool.submit(_sweep_job, cfg.to_dict(), registry, kwargs)] = i
+        for fut in cf.as_completed(futures):
+            i = futures[fut]
+            try:
+                fut.result()
+            except Exception as exc:  # keep the finished runs, report the first failure
+                errors.append(exc)
+                for other in futures:
+                    other.cancel()
+                continue
+            say(f"[sweep] done  beta={plan[i].beta:.4g} schedule={plan[i].kl_schedule}")
+            done(i)
+    if errors:
+        raise errors[0]

@@ -1,0 +1,209 @@
+"""A tiny importable model family for tests that cross process boundaries (torchrun workers, sweep jobs).
+
+A monkeypatched registry does not reach other processes, so the stand-ins live in this module: spawned
+sweep workers unpickle ``load_split`` / ``build`` / ``rebuild`` by reference, and torchrun runs this file
+as a script that registers the family before calling the trainer or the CLI.
+
+* dataset ``tiny``: noisy binary copies of 4 prototype 1x6x6 patterns (dynamic binarisation in training);
+* architecture ``tinymlp``: an MLP (MR-)VAE with a sigmoid encoder gate and a sqrt decoder gate.
+  ``model_options={"sample": False}`` makes the encoder deterministic (``z = mu``): training then has
+  no per-process randomness, which lets a multi-process run be compared with a one-process run up to
+  floating-point rounding. ``{"nan_after": k, "nan_rank": r}`` makes the rate NaN after ``k`` training
+  forwards in process ``r`` only (the NaN guard must stop every process).
+
+Script use (under ``torchrun``; ``OUT`` receives ``rank<r>.json`` with what each process saw)::
+
+    torchrun --nproc_per_node 2 tests/_tiny_family.py OUT lib '{"config": {...}, "stop_after_epochs": 2}'
+    torchrun --nproc_per_node 2 tests/_tiny_family.py OUT cli deep train --dataset tiny --arch tinymlp ...
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deep.nets import VAEOutput
+from deep.objectives import gaussian_kl, get_distortion
+from linvae.conditioning import BetaRange, Gate
+
+SHAPE = (1, 6, 6)
+DATASET, ARCH = "tiny", "tinymlp"
+#: every model built in this process (the script reports what they saw)
+BUILT: list["TinyVAE"] = []
+
+
+class EncOut(tuple):
+    """``(mu, log_var)`` with names."""
+
+    def __new__(cls, mu: torch.Tensor, log_var: torch.Tensor) -> "EncOut":
+        return super().__new__(cls, (mu, log_var))
+
+    mu = property(lambda self: self[0])
+    log_var = property(lambda self: self[1])
+
+
+class DecOut(tuple):
+    def __new__(cls, logits: torch.Tensor) -> "DecOut":
+        return super().__new__(cls, (logits,))
+
+    logits = property(lambda self: self[0])
+
+
+class TinyVAE(nn.Module):
+    """MLP VAE on 1x6x6 images (hidden 16, 3 latents); records the batch sizes and betas it trains on."""
+
+    def __init__(self, mr: bool = True, latent_dim: int = 3, hidden: int = 16,
+                 beta_range: BetaRange = BetaRange(), sample: bool = True, nan_after: int | None = None,
+                 nan_rank: int = 0) -> None:
+        super().__init__()
+        self.is_mr, self.latent_dim, self.beta_range, self.sample = mr, latent_dim, beta_range, sample
+        self.distortion = get_distortion("bernoulli")
+        self.config = {"dataset": DATASET, "arch": ARCH, "mr": mr, "latent_dim": latent_dim, "hidden": hidden,
+                       "beta_range": {"a": beta_range.a, "b": beta_range.b}, "sample": sample}
+        d = math.prod(SHAPE)
+        self.enc1 = nn.Linear(d, hidden)
+        self.enc_mu, self.enc_lv = nn.Linear(hidden, latent_dim), nn.Linear(hidden, latent_dim)
+        self.dec1, self.dec2 = nn.Linear(latent_dim, hidden), nn.Linear(hidden, d)
+        self.g_enc = Gate(hidden, "sigmoid") if mr else None
+        self.g_dec = Gate(hidden, "sqrt") if mr else None
+        self.seen_betas: list[list[float]] = []
+        self.nan_after, self.nan_rank = nan_after, nan_rank
+
+    def _u(self, beta, n, like):
+        beta = torch.as_tensor(beta, dtype=torch.float32, device=like.device).reshape(-1).expand(n)
+        return self.beta_range.standardize(beta) if self.is_mr else None
+
+    def encode(self, x, beta):
+        h = self.enc1(x.flatten(1))
+        if self.is_mr:
+            h = self.g_enc(h, self._u(beta, x.shape[0], h))
+        h = torch.relu(h)
+        return EncOut(self.enc_mu(h), self.enc_lv(h).clamp(-8, 8))
+
+    def decode(self, z, beta):
+        h = self.dec1(z)
+        if self.is_mr:
+            h = self.g_dec(h, self._u(beta, z.shape[0], h))
+        return DecOut(self.dec2(torch.relu(h)).reshape(z.shape[0], *SHAPE))
+
+    def forward(self, x, beta):
+        if self.training:
+            self.seen_betas.append(torch.as_tensor(beta).detach().float().reshape(-1).tolist())
+        mu, lv = self.encode(x, beta)
+        z = mu + torch.exp(0.5 * lv) * torch.randn(mu.shape, device=mu.device, dtype=mu.dtype) if self.sample else mu
+        logits = self.decode(z, beta).logits
+        rate = gaussian_kl(mu, lv)
+        if self.training and self.nan_after is not None and len(self.seen_betas) > self.nan_after:
+            import torch.distributed as dist
+
+            if (dist.get_rank() if dist.is_initialized() else 0) == self.nan_rank:
+                rate = rate * float("nan")
+        return VAEOutput(mu, lv, z, logits, rate, self.distortion(logits, x))
+
+    def log_likelihood(self, x, z, beta):
+        return self.distortion.log_likelihood(self.decode(z, beta).logits, x)
+
+
+class TinySplit:
+    """ImageSplit-like binary data: noisy copies of 4 prototype patterns."""
+
+    def __init__(self, n: int = 160, split: str = "train", seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(123)
+        protos = (torch.rand((4, *SHAPE), generator=g) > 0.5).float()
+        labels = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(seed))
+        self.probs = 0.05 + 0.9 * protos[labels]
+        self.fixed = torch.bernoulli(self.probs, generator=torch.Generator().manual_seed(777))
+        self.name, self.split, self.shape = DATASET, split, SHAPE
+        self.protocol = "synthetic stand-in"
+        self.binarization = "dynamic" if split == "train" else "fixed-seed"
+
+    def __len__(self) -> int:
+        return self.probs.shape[0]
+
+    def get_batch(self, index, *, train=False, generator=None):
+        idx = torch.as_tensor(index, dtype=torch.long)
+        return torch.bernoulli(self.probs[idx], generator=generator) if train else self.fixed[idx].clone()
+
+    def meta(self) -> dict:
+        return {"name": self.name, "split": self.split, "n": len(self), "shape": list(self.shape),
+                "protocol": self.protocol, "binarization": self.binarization}
+
+
+def load_split(name: str, split: str, data_dir=None, download: bool = False, **options) -> TinySplit:
+    """``n`` training examples (option ``n``, default 160); 40 in every other split."""
+    return TinySplit(int(options.get("n", 160)) if split == "train" else 40, split, seed=0 if split == "train" else 1)
+
+
+def build(config, data) -> TinyVAE:
+    opts = config.model_options
+    model = TinyVAE(mr=config.mr, beta_range=config.beta_range, sample=bool(opts.get("sample", True)),
+                    nan_after=opts.get("nan_after"), nan_rank=int(opts.get("nan_rank", 0)))
+    BUILT.append(model)
+    return model
+
+
+def rebuild(model_config: dict) -> TinyVAE:
+    br = model_config["beta_range"]
+    return TinyVAE(mr=model_config["mr"], latent_dim=model_config["latent_dim"], hidden=model_config["hidden"],
+                   beta_range=BetaRange(br["a"], br["b"]), sample=model_config.get("sample", True))
+
+
+def entries() -> tuple:
+    """The registry entries ``(loader, ArchSpec)`` of this family."""
+    from deep import families
+
+    return load_split, families.ArchSpec(ARCH, build=build, rebuild=rebuild, evaluate=None,
+                                         datasets=(DATASET,), description="test MLP")
+
+
+def register() -> None:
+    """Add the family to :mod:`deep.families` (in this process)."""
+    from deep import families
+
+    loader, spec = entries()
+    families.DATASET_LOADERS[DATASET] = loader
+    families.ARCHS[ARCH] = spec
+
+
+def _main(argv: list[str]) -> int:
+    out, mode, rest = Path(argv[0]), argv[1], argv[2:]
+    register()
+    code = 0
+    error = None
+    if mode == "lib":
+        from deep.runs import RunError
+        from deep.train import TrainConfig, sweep, train
+
+        spec = json.loads(rest[0])
+        try:
+            if spec.get("sweep"):
+                sweep(TrainConfig(**spec["config"]), progress=False, **spec["sweep"])
+            else:
+                train(TrainConfig(**spec["config"]), resume=spec.get("resume", False),
+                      stop_after_epochs=spec.get("stop_after_epochs"), progress=False)
+        except RunError as exc:       # reported, so a test can check every process stopped cleanly
+            error = f"{type(exc).__name__}: {exc}"
+    else:
+        from cli.main import cli
+
+        try:
+            cli.main(rest, prog_name="mrvae-cli", standalone_mode=False)
+        except SystemExit as exc:  # pragma: no cover - click exits on errors
+            code = int(exc.code or 0)
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    out.mkdir(parents=True, exist_ok=True)
+    seen = BUILT[-1].seen_betas if BUILT else []
+    (out / f"rank{rank}.json").write_text(json.dumps({
+        "rank": rank, "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+        "batch_sizes": [len(b) for b in seen], "betas": seen, "error": error}))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
