@@ -1,0 +1,144 @@
+"""Training throughput of the MR-NVAE vs the beta-NVAE (same hierarchy), side by side in one run.
+
+Each timed step is a full optimisation step: forward through the hierarchy, ``model.objective`` (distortion +
+weight * rate + the spectral regulariser), backward and an Adamax step.  The MR-NVAE draws one beta per example
+from log-U[0.01, 10] (the reference code's sampling); the beta-NVAE uses beta = 1.
+
+The two kinds are interleaved STEP BY STEP (the order flips every step) so that both see the same load on a
+shared machine.  Per round of ``--steps`` steps each kind gets examples/s from wall-clock time and from process
+CPU time (with one thread, CPU time does not count the time this process waits for other processes).
+Reported: median examples/s, the median over rounds of the per-round ratio beta/MR (wall and CPU), and the MR
+time overhead in % (paper section 3.4: at most 5%).
+
+Synthetic images of the dataset's shape are used (throughput does not depend on pixel values).
+
+Usage::
+
+    python bench/bench_nvae.py [--preset small|paper] [--dataset mnist|celeba64] [--batch-size 32]
+                               [--steps 10] [--rounds 10] [--threads 1] [--device cpu|cuda] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from deep.nvae import NVAE_DATASETS, build_nvae, count_parameters
+from linvae.conditioning import BetaRange
+
+
+def _images(dataset: str, n: int, seed: int = 0) -> torch.Tensor:
+    shape, likelihood = NVAE_DATASETS[dataset]
+    g = torch.Generator().manual_seed(seed)
+    if likelihood == "bernoulli":
+        return (torch.rand((n, *shape), generator=g) < 0.13).float()
+    return torch.randint(0, 256, (n, *shape), generator=g).float() / 255.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stepper:
+    """One model, its Adamax optimiser and its beta stream; :meth:`step` runs one timed optimisation step."""
+
+    def __init__(self, model, x: torch.Tensor, mr: bool, device: torch.device, seed: int = 0) -> None:
+        self.model, self.x, self.mr, self.device = model, x, mr, device
+        self.opt = torch.optim.Adamax(model.parameters(), lr=1e-3)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.range = BetaRange()
+
+    def step(self) -> tuple[float, float]:
+        """Wall-clock and process-CPU seconds of one optimisation step."""
+        b = self.x.shape[0]
+        _sync(self.device)
+        w0, c0 = time.perf_counter(), time.process_time()
+        if self.mr:
+            beta = self.range.sample(b, generator=self.gen).to(self.device)
+        else:
+            beta = torch.ones(b, device=self.device)
+        out = self.model(self.x, beta)
+        loss = self.model.objective(out, beta).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        _sync(self.device)
+        return time.perf_counter() - w0, time.process_time() - c0
+
+
+def run(preset: str = "small", dataset: str = "mnist", batch_size: int = 32, steps: int = 10, rounds: int = 10,
+        device: str = "cpu") -> dict:
+    """Interleaved timing of the two kinds; returns the numbers (see the module docstring)."""
+    dev = torch.device(device)
+    x = _images(dataset, batch_size).to(dev)
+    steppers = {}
+    for kind in ("mr", "beta"):
+        torch.manual_seed(0)
+        model = build_nvae(dataset, preset=preset, mr=(kind == "mr")).to(dev).train()
+        steppers[kind] = Stepper(model, x, kind == "mr", dev)
+    for st in steppers.values():  # warm-up (allocator, kernels)
+        st.step()
+    wall: dict[str, list[float]] = {"mr": [], "beta": []}
+    cpu: dict[str, list[float]] = {"mr": [], "beta": []}
+    for r in range(rounds):
+        acc = {k: [0.0, 0.0] for k in steppers}
+        for i in range(steps):
+            for kind in (("mr", "beta") if (r + i) % 2 == 0 else ("beta", "mr")):
+                dw, dc = steppers[kind].step()
+                acc[kind][0] += dw
+                acc[kind][1] += dc
+        for kind in steppers:
+            wall[kind].append(steps * batch_size / acc[kind][0])
+            cpu[kind].append(steps * batch_size / max(acc[kind][1], 1e-9))
+    wall_ratio = statistics.median(b / m for b, m in zip(wall["beta"], wall["mr"]))
+    cpu_ratio = statistics.median(b / m for b, m in zip(cpu["beta"], cpu["mr"]))
+    return {
+        "preset": preset, "dataset": dataset, "device": str(dev), "threads": torch.get_num_threads(),
+        "batch_size": batch_size, "steps_per_round": steps, "rounds": rounds,
+        "beta_params": count_parameters(steppers["beta"].model), "mr_params": count_parameters(steppers["mr"].model),
+        "mr_examples_per_s": statistics.median(wall["mr"]), "beta_examples_per_s": statistics.median(wall["beta"]),
+        "mr_cpu_examples_per_s": statistics.median(cpu["mr"]),
+        "beta_cpu_examples_per_s": statistics.median(cpu["beta"]),
+        "ratio_beta_over_mr_wall": wall_ratio, "ratio_beta_over_mr_cpu": cpu_ratio,
+        "mr_time_overhead_pct_wall": 100.0 * (wall_ratio - 1.0),
+        "mr_time_overhead_pct_cpu": 100.0 * (cpu_ratio - 1.0),
+        "mr_all": wall["mr"], "beta_all": wall["beta"], "mr_cpu_all": cpu["mr"], "beta_cpu_all": cpu["beta"],
+    }
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="small", choices=["small", "paper"])
+    p.add_argument("--dataset", default="mnist", choices=sorted(NVAE_DATASETS))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10, help="Timed optimisation steps per round and kind.")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", default=None, help="Also write the numbers to this file.")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"[bench] NVAE preset={args.preset} dataset={args.dataset} device={args.device} "
+          f"threads={torch.get_num_threads()} batch={args.batch_size} steps/round={args.steps} rounds={args.rounds}")
+    res = run(args.preset, args.dataset, args.batch_size, args.steps, args.rounds, args.device)
+    print(f"  parameters: beta-NVAE {res['beta_params']:,}  MR-NVAE {res['mr_params']:,} "
+          f"(+{100.0 * (res['mr_params'] / res['beta_params'] - 1):.2f}%)")
+    print(f"  wall: beta-NVAE {res['beta_examples_per_s']:8.1f} examples/s  MR-NVAE {res['mr_examples_per_s']:8.1f} "
+          f"examples/s  ratio beta/MR {res['ratio_beta_over_mr_wall']:.3f}  MR overhead "
+          f"{res['mr_time_overhead_pct_wall']:+.1f}%")
+    print(f"  CPU : beta-NVAE {res['beta_cpu_examples_per_s']:8.1f} examples/s  MR-NVAE "
+          f"{res['mr_cpu_examples_per_s']:8.1f} examples/s  ratio beta/MR {res['ratio_beta_over_mr_cpu']:.3f}  "
+          f"MR overhead {res['mr_time_overhead_pct_cpu']:+.1f}%   (paper: <= 5%)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+    return res
+
+
+if __name__ == "__main__":
+    main()
