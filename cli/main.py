@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from .deep import deep
+from .experiments import register as register_experiments
 from .linear import linear
 
 
@@ -15,6 +16,7 @@ def cli() -> None:
 
 cli.add_command(linear)
 cli.add_command(deep)
+register_experiments(cli)
 
 if __name__ == "__main__":  # pragma: no cover
     cli()

@@ -1,0 +1,645 @@
+"""Tests of paper_figures/: the experiment registry and runner, every figure/table script, and regenerate.
+
+Figures are drawn from small synthetic result files written here (manifests + rd.json + image grids in the
+runner's schema, built from the registry's own smoke groups so keys match); one smoke experiment runs end
+to end (real ResNet, synthetic 28x28 data) and feeds a figure; the RD-area function is checked against
+closed-form integrals.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from paper_figures import experiments as X
+from paper_figures import fig1, fig5, fig6, fig7, fig8, fig9, table1, table2
+from paper_figures.regenerate import JOBS, regenerate
+from paper_figures.style import MalformedResultsError, MissingResultsError, group_curve, load_manifest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+LATENT = 32
+
+
+# ------------------------------------------------------------------------------------------
+# synthetic result files in the runner's schema
+# ------------------------------------------------------------------------------------------
+def true_rate(beta):
+    return 25.0 * np.log1p(10.0 / np.asarray(beta, dtype=float))
+
+
+def true_distortion(beta, offset=0.0):
+    return 50.0 + 100.0 * np.exp(-true_rate(beta) / 30.0) + offset
+
+
+def _png(path: Path, seed: int) -> str:
+    import matplotlib.image as mpimg
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    mpimg.imsave(path, rng.random((12, 60)), cmap="gray")
+    return path.name
+
+
+def _write_rd(path: Path, betas, *, kind: str, seed: int, offset: float, extra: dict | None = None,
+              images: bool = False) -> None:
+    betas = [float(b) for b in betas]
+    rate = true_rate(betas) * (1 + 0.01 * seed)
+    dist = true_distortion(betas, offset + 0.3 * seed)
+    rd = {"kind": "rate-distortion curve", "beta": betas, "rate": rate.tolist(), "distortion": dist.tolist(),
+          "neg_elbo": (rate + dist).tolist(), "loss": (dist + np.asarray(betas) * rate).tolist(),
+          "active_units": [float(round(LATENT / (1 + (b / 3.0) ** 2))) for b in betas],
+          "mutual_information": [min(r, math.log(1000)) for r in rate.tolist()],
+          "model": {"kind": kind, "latent_dim": LATENT}, "evaluation": {"n_examples": 500},
+          "protocol": {"protocol": "synthetic test curves"}, "images": {}}
+    rd.update(extra or {})
+    if images:
+        folder = path.parent / "images"
+        rd["images"] = {"folder": "images", "per_beta": [
+            {"beta": b, "recon": _png(folder / f"recon_{j:02d}.png", j),
+             "samples": _png(folder / f"samples_{j:02d}.png", 100 + j)} for j, b in enumerate(betas)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rd))
+
+
+def write_manifest(root: Path, name: str, *, seeds=(0, 1), unavailable_groups: dict | None = None,
+                   extras=None, status: str | None = None, images: bool = False) -> dict:
+    """A complete manifest for experiment ``name`` built from its smoke groups, with synthetic rd.json files."""
+    exp = X.EXPERIMENTS[name]
+    spec = exp.preset("smoke")
+    groups = []
+    for g in spec.groups:
+        rec = g.to_dict()
+        rec.update(status="complete", reason=None, runs=[], selected_lr=1e-3)
+        reason = g.unavailable or (unavailable_groups or {}).get(g.key)
+        if reason:
+            rec.update(status="unavailable", reason=reason)
+            groups.append(rec)
+            continue
+        cfg = g.config
+        a, b = cfg.get("beta_a", 0.01), cfg.get("beta_b", 10.0)
+        want_images = images and any(ev.images for ev in g.evaluations)
+        for seed in seeds:
+            if g.kind == "mr":
+                run_dir = Path("runs") / name / g.key / f"mr_s{seed}"
+                results = {}
+                grid = np.geomspace(a, b, 8)
+                extra = extras(g, grid, seed) if extras else None
+                _write_rd(root / run_dir / "results" / "rd.json", grid, kind="MR-VAE", seed=seed, offset=0.0,
+                          extra=extra, images=want_images)
+                results["rd.json"] = (run_dir / "results" / "rd.json").as_posix()
+                for ev in g.evaluations:
+                    if ev.name != "rd.json":
+                        _write_rd(root / run_dir / "results" / ev.name, ev.betas, kind="MR-VAE", seed=seed,
+                                  offset=0.0, images=True)
+                        results[ev.name] = (run_dir / "results" / ev.name).as_posix()
+                rec["runs"].append({"lr": 1e-3, "seed": seed, "beta": None, "run_dir": run_dir.as_posix(),
+                                    "results": results, "status": "complete", "train_time_s": 100.0 + seed,
+                                    "n_params": 1_884_289})
+            else:
+                for beta in g.betas:
+                    run_dir = Path("runs") / name / g.key / f"beta{beta:g}_s{seed}"
+                    extra = extras(g, [beta], seed) if extras else None
+                    _write_rd(root / run_dir / "results" / "rd.json", [beta], kind="beta-VAE", seed=seed,
+                              offset=4.0, extra=extra, images=want_images)
+                    rec["runs"].append({"lr": 1e-3, "seed": seed, "beta": beta, "run_dir": run_dir.as_posix(),
+                                        "results": {"rd.json": (run_dir / "results" / "rd.json").as_posix()},
+                                        "status": "complete", "train_time_s": 95.0, "n_params": 1_881_217})
+        groups.append(rec)
+    manifest = {"kind": X.MANIFEST_KIND, "version": 1, "experiment": name, "title": exp.title,
+                "figures": list(exp.figures), "preset": "smoke", "paper_protocol": False,
+                "budget": "REDUCED (synthetic test files)", "status": status or "complete", "reason": None,
+                "groups": groups}
+    path = X.manifest_path(root, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest))
+    return manifest
+
+
+def _mig(g, betas, seed):
+    base = 0.4 if g.kind == "mr" else 0.1
+    return {"mig_sampling": [base + 0.02 * seed + 0.01 * math.log(b) for b in betas]}
+
+
+def _fid(g, betas, seed):
+    return {"fid": [60.0 + 10 * math.log(b) + seed for b in betas]} if g.config["dataset"] == "celeba64" else {}
+
+
+@pytest.fixture(autouse=True)
+def fast_table1(monkeypatch):
+    """Table 1's optional providers replaced by a fake NVAE-style one (deep.nvae's takes ~8 s)."""
+    import sys
+    import types
+
+    fake = types.ModuleType("fake_nvae_provider")
+    fake.rows = lambda: [{"data": "MNIST & Omniglot", "preset": "small", "beta_nvae_params": 1000,
+                          "mr_nvae_params": 1010, "paper_beta_vae_params": None, "paper_mr_vae_params": None,
+                          "paper_increase_pct": None, "note": "fake"}]
+    monkeypatch.setitem(sys.modules, "fake_nvae_provider", fake)
+    monkeypatch.setattr(table1, "EXTRA_PROVIDERS", (("fake_nvae_provider", "rows"),))
+
+
+def write_results(root: Path) -> Path:
+    """A results root with synthetic manifests for every image experiment (SVHN marked data-missing)."""
+    for name in ("fig1", "fig5_mnist", "fig5_omniglot", "fig8_sensitivity", "fig9", "table2"):
+        write_manifest(root, name)
+    svhn = {k: "data missing: svhn/train_32x32.mat not found" for k in ("svhn_resnet_mr", "svhn_resnet_beta_linear")}
+    write_manifest(root, "fig6", unavailable_groups=svhn, extras=_fid)
+    write_manifest(root, "fig7", unavailable_groups=svhn, seeds=(0,), images=True)
+    write_manifest(root, "fig8_tcvae", extras=_mig, seeds=(0, 1, 2))
+    return root
+
+
+@pytest.fixture(scope="module")
+def results_template(tmp_path_factory) -> Path:
+    return write_results(tmp_path_factory.mktemp("template") / "results")
+
+
+@pytest.fixture
+def results(results_template, tmp_path) -> Path:
+    """A fresh copy of the synthetic results root (tests may corrupt it)."""
+    import shutil
+
+    return Path(shutil.copytree(results_template, tmp_path / "results"))
+
+
+def _assert_pictures(paths, stem: Path) -> None:
+    names = {Path(p).suffix for p in paths}
+    assert {".png", ".pdf"} <= names
+    png = stem.with_suffix(".png")
+    assert png.stat().st_size > 5_000 and stem.with_suffix(".pdf").stat().st_size > 1_000
+
+
+# ------------------------------------------------------------------------------------------
+# the area under an RD curve
+# ------------------------------------------------------------------------------------------
+def test_rd_area_matches_closed_form_integrals():
+    # D(R) = 100 exp(-R / 50) on [0, 100]: integral 5000 (1 - e^-2)
+    r = np.linspace(0, 100, 4001)
+    d = 100 * np.exp(-r / 50)
+    perm = np.random.default_rng(0).permutation(r.size)            # order of the points does not matter
+    exact = 5000 * (1 - math.exp(-2))
+    assert fig8.rd_area(r[perm], d[perm]) == pytest.approx(exact, rel=1e-6)
+    # sub-range [20, 60] with interpolation at the ends
+    sub = 5000 * (math.exp(-20 / 50) - math.exp(-60 / 50))
+    assert fig8.rd_area(r, d, 20.0, 60.0) == pytest.approx(sub, rel=1e-6)
+    # linear curve: the trapezoid rule is exact, even with 3 unsorted points and an interior sub-range
+    assert fig8.rd_area([10, 0, 5], [0, 10, 5]) == pytest.approx(50.0)
+    assert fig8.rd_area([0, 10], [10, 0], 2.5, 7.5) == pytest.approx(25.0)
+    assert fig8.rd_area([3.0], [7.0]) == 0.0
+    with pytest.raises(ValueError, match="inside the rate span"):
+        fig8.rd_area([0, 10], [1, 1], -1.0, 5.0)
+    with pytest.raises(ValueError, match="equal length"):
+        fig8.rd_area([0, 1, 2], [1, 1])
+
+
+# ------------------------------------------------------------------------------------------
+# the registry
+# ------------------------------------------------------------------------------------------
+def test_every_experiment_has_three_presets_with_valid_train_configs():
+    from deep.train import TrainConfig
+
+    for name, exp in X.EXPERIMENTS.items():
+        assert set(exp.presets) == set(X.PRESETS), name
+        for preset in X.PRESETS:
+            spec = exp.preset(preset)
+            runs = spec.runs()
+            assert runs, (name, preset)
+            for group, fields in runs:
+                TrainConfig(**fields)                              # validates every run's config
+                assert fields["mr"] == (group.kind == "mr")
+            names = [f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}" for _, f in runs]
+            distinct = {json.dumps(f, sort_keys=True) for _, f in runs}
+            assert len(set(names)) == len(distinct), (name, preset)  # one folder per distinct config
+            if preset == "paper":
+                assert spec.paper_protocol and len(spec.lrs) >= 3 and len(spec.seeds) == 3
+                assert not spec.budget.startswith("REDUCED")
+            else:
+                assert spec.budget.startswith("REDUCED") and not spec.paper_protocol
+            if preset == "smoke":
+                assert all(f["epochs"] == 1 and (f.get("max_train_examples") or 10**9) <= 64 for _, f in runs)
+            if preset == "cpu":
+                assert spec.estimate_s and spec.estimate
+    with pytest.raises(X.ExperimentError, match="choose one of"):
+        X.get_experiment("fig42")
+    with pytest.raises(X.ExperimentError, match="preset"):
+        X.EXPERIMENTS["fig1"].preset("huge")
+
+
+def test_registry_shares_runs_and_marks_what_cannot_be_built():
+    def folders(name, preset="cpu"):
+        return {f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}" for _, f in X.EXPERIMENTS[name].preset(preset).runs()}
+
+    assert folders("fig1") <= folders("fig5_omniglot")
+    assert folders("table2") == folders("fig5_mnist") | folders("fig5_omniglot")
+    assert folders("fig7") <= folders("fig6") | folders("fig5_omniglot")
+    assert len(folders("fig8_sensitivity") & folders("fig5_omniglot")) == 1     # the default range [0.01, 10]
+    assert len(folders("fig9") & folders("fig5_omniglot")) == 1                 # the default gates
+    # paper-protocol details
+    f8 = {g.key: g for g in X.EXPERIMENTS["fig8_sensitivity"].preset("paper").groups}
+    assert {(g.params["a"], g.params["b"]) for g in f8.values()} == {
+        (0.001, 10.0), (0.01, 10.0), (0.1, 10.0), (1.0, 10.0), (0.01, 1.0), (0.01, 0.1)}
+    sweep = next(g for g in X.EXPERIMENTS["fig5_mnist"].preset("paper").groups if g.kind == "sweep")
+    assert sweep.betas == pytest.approx(np.logspace(-2, 1, 10).tolist())
+    shared = next(g for g in X.EXPERIMENTS["fig9"].preset("cpu").groups if g.key == "hyper_shared_mlp2")
+    assert shared.unavailable and "shared" in shared.unavailable
+    assert X.EXPERIMENTS["fig8_tcvae"].requires == ("deep.tcvae", "deep.dsprites")
+    tc = X.EXPERIMENTS["fig8_tcvae"].preset("cpu").groups[0].config
+    assert tc["dataset"] == "dsprites" and tc["arch"] == "mlp" and tc["objective"] == "tcvae"
+    yahoo = X.EXPERIMENTS["fig5_yahoo"].preset("cpu").groups[0].config
+    assert yahoo["arch"] == "lstm" and yahoo["data_options"] == {"train_split": "valid"}
+    assert X.EXPERIMENTS["fig5_nvae"].preset("cpu").groups[0].config["model_options"] == {"preset": "small"}
+    # the cpu budget of the image experiments (run in RUN_ALL_ORDER, shared runs once) is 1-3 hours
+    core = ["fig5_omniglot", "fig5_mnist", "fig8_sensitivity", "fig9", "fig6"]
+    total = sum(X.EXPERIMENTS[n].preset("cpu").estimate_s for n in core)
+    assert 3600 <= total <= 3 * 3600
+
+
+def test_config_hash_ignores_runtime_and_default_fields():
+    base = {"dataset": "omniglot", "arch": "resnet", "epochs": 3, "lr": 1e-3, "seed": 0}
+    h = X.config_hash(base)
+    assert X.config_hash({**base, "device": "cuda", "num_threads": 2, "data_dir": "/x", "out_dir": "o",
+                          "run_name": "r", "iw_k": 5}) == h
+    assert X.config_hash({**base, "hyper_hidden": [], "kl_schedule": "constant"}) == h   # defaults
+    assert X.config_hash({**base, "epochs": 4}) != h
+    assert X.config_hash({**base, "hyper_hidden": [64]}) == X.config_hash({**base, "hyper_hidden": (64,)})
+
+
+# ------------------------------------------------------------------------------------------
+# figure and table scripts on synthetic results
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("module,name", [(fig1, "fig1"), (fig5, "fig5"), (fig6, "fig6"), (fig7, "fig7"),
+                                         (fig8, "fig8"), (fig9, "fig9")])
+def test_figure_scripts_draw_png_and_pdf(results, tmp_path, module, name):
+    out = tmp_path / "figures" / name
+    paths = module.plot(results, out)
+    _assert_pictures(paths, out)
+
+
+def test_fig1_table_reports_times_and_params(results, tmp_path):
+    out = tmp_path / "f" / "fig1"
+    fig1.plot(results, out)
+    text = (tmp_path / "f" / "fig1_table.md").read_text()
+    assert "Standard VAE (β = 1)" in text and "MR-VAE (one run)" in text
+    with (tmp_path / "f" / "fig1_table.csv").open() as f:
+        rows = {r["Method"]: r for r in csv.DictReader(f)}
+    assert len(rows) == 4
+    mr = rows["MR-VAE (one run)"]
+    assert mr["Parameters"] == "1884289" and float(mr["Training time (s)"]) == 100.5   # mean of 100 and 101 s
+    sweep = rows["β-VAEs, 3 runs"]
+    assert sweep["Parameters"] == "5643651" and float(sweep["Training time (s)"]) == 285.0  # 3 x 95 s per seed
+    assert rows["Standard VAE (β = 1)"]["Full RD curve?"] == "no" and mr["Full RD curve?"] == "yes"
+
+
+def test_fig8_writes_areas_of_each_curve(results, tmp_path):
+    out = tmp_path / "f" / "fig8"
+    paths = fig8.plot(results, out)
+    assert Path(str(out) + "_areas.csv") in paths
+    lines = Path(str(out) + "_areas.csv").read_text().splitlines()
+    assert len(lines) == 1 + 4 + 3                     # 4 curves (a varies) + 3 curves (b varies)
+    m = load_manifest(results, "fig8_sensitivity")
+    c = group_curve(m, "range_a0.001_b10")
+    row = next(r for r in fig8.area_rows([c], "left"))
+    assert row["area"] == pytest.approx(fig8.rd_area(c["rate"], c["distortion"]))
+    assert row["area"] == pytest.approx(row["mean_distortion"] * (row["rate_max"] - row["rate_min"]))
+
+
+def test_fig8_right_panel_says_what_to_run_when_tcvae_is_missing(results, tmp_path):
+    X.manifest_path(results, "fig8_tcvae").unlink()
+    paths = fig8.plot(results, tmp_path / "f8")
+    _assert_pictures(paths, tmp_path / "f8")
+
+
+def test_group_curve_averages_seeds(results):
+    m = load_manifest(results, "fig8_tcvae")
+    c = group_curve(m, "dsprites_mlp_mr", fields=(), optional=("mig_sampling",))
+    assert c.n_seeds == 3
+    expected = [0.42 + 0.01 * math.log(b) for b in c.beta]       # mean of seeds 0, 1, 2
+    assert c["mig_sampling"] == pytest.approx(expected)
+    assert c.std["mig_sampling"] == pytest.approx([0.02] * len(c.beta))
+    s = group_curve(m, "dsprites_mlp_beta_constant", fields=("rate",))
+    assert s.kind == "sweep" and s.beta == pytest.approx(sorted(s.group["betas"])) and s.n_seeds == 3
+
+
+def test_tables_write_markdown_and_csv(results, tmp_path):
+    p1 = table1.plot(None, tmp_path / "t" / "table1")
+    assert {p.suffix for p in p1} == {".md", ".csv"}
+    with (tmp_path / "t" / "table1.csv").open() as f:
+        t1 = list(csv.DictReader(f))
+    resnet = next(r for r in t1 if r["Data"] == "MNIST & Omniglot" and r["Architecture"] == "ResNet")
+    assert (resnet["β-VAE (ours)"], resnet["MR-VAE (ours)"]) == ("1881217", "1884289")
+    fake = next(r for r in t1 if r["Architecture"] == "fake_nvae_provider (small preset)")
+    assert (fake["β-VAE (ours)"], fake["MR-VAE (ours)"]) == ("1000", "1010")    # family key names normalised
+    assert float(fake["Increase % (ours)"]) == pytest.approx(1.0)
+    assert any(r["Architecture"] == "LSTM" and r["MR-VAE (paper)"] == "935100" for r in t1)  # paper-only row
+    p2 = table2.plot(results, tmp_path / "t" / "table2")
+    assert {p.suffix for p in p2} == {".md", ".csv"}
+    rows = table2.collect_rows(results)[0]
+    assert len(rows) == 8 and [r["model"] for r in rows[:4]] == ["β-VAE ResNet", "β-VAE CNN", "MR-ResNet", "MR-CNN"]
+    mr = rows[2]
+    # known answer: the lowest R + D of the synthetic MR curve (mean of seeds 0 and 1) on its 8-point grid
+    grid = np.geomspace(0.01, 10, 8)
+    neg = [np.mean([true_rate(b) * (1 + 0.01 * s) + true_distortion(b, 0.3 * s) for s in (0, 1)]) for b in grid]
+    assert mr["neg_elbo"] == pytest.approx(min(neg)) and mr["beta"] == pytest.approx(grid[int(np.argmin(neg))])
+    assert mr["paper_neg_elbo"] == 87.89 and mr["comparable"].startswith("no")
+    md = (tmp_path / "t" / "table2.md").read_text()
+    assert "87.89" in md and "MR-ResNet" in md
+
+
+def test_table2_falls_back_to_the_fig5_manifests(results, tmp_path):
+    X.manifest_path(results, "table2").unlink()
+    rows = table2.collect_rows(results)[0]
+    assert all(r["neg_elbo"] is not None for r in rows)
+
+
+# ------------------------------------------------------------------------------------------
+# malformed inputs fail clearly
+# ------------------------------------------------------------------------------------------
+def _rd_paths(root: Path, name: str) -> list[Path]:
+    m = json.loads(X.manifest_path(root, name).read_text())
+    return [root / r["results"]["rd.json"] for g in m["groups"] for r in g["runs"] if "rd.json" in r["results"]]
+
+
+def _bad_json(root, name):
+    X.manifest_path(root, name).write_text("{not json")
+
+
+def _no_groups(root, name):
+    m = json.loads(X.manifest_path(root, name).read_text())
+    del m["groups"]
+    X.manifest_path(root, name).write_text(json.dumps(m))
+
+
+def _missing_array(root, name):
+    p = _rd_paths(root, name)[0]
+    rd = json.loads(p.read_text())
+    del rd["distortion"]
+    p.write_text(json.dumps(rd))
+
+
+def _nan_value(root, name):
+    p = _rd_paths(root, name)[0]
+    rd = json.loads(p.read_text())
+    rd["rate"][0] = float("nan")
+    p.write_text(json.dumps(rd))
+
+
+def _short_array(root, name):
+    p = _rd_paths(root, name)[0]
+    rd = json.loads(p.read_text())
+    rd["active_units"] = rd["active_units"][:-1] if len(rd["active_units"]) > 1 else []
+    p.write_text(json.dumps(rd))
+
+
+def _missing_image(root, name):
+    for p in root.rglob("samples_*.png"):
+        p.unlink()
+
+
+def _rd_not_object(root, name):
+    _rd_paths(root, name)[0].write_text("[1, 2, 3]")
+
+
+def _rd_deleted(root, name):
+    _rd_paths(root, name)[0].unlink()
+
+
+@pytest.mark.parametrize("module,name,corrupt,match", [
+    (fig1, "fig1", _bad_json, "not valid JSON"),
+    (fig5, "fig5_mnist", _missing_array, "lacks the array 'distortion'"),
+    (fig6, "fig6", _short_array, "'active_units' has"),
+    (fig7, "fig7", _missing_image, "does not exist"),
+    (fig8, "fig8_sensitivity", _nan_value, "non-finite"),
+    (fig9, "fig9", _no_groups, "lacks the field 'groups'"),
+    (table2, "table2", _rd_not_object, "JSON object"),
+    (fig5, "fig5_omniglot", _rd_deleted, "does not exist"),
+])
+def test_malformed_results_raise_a_clear_error(results, tmp_path, module, name, corrupt, match):
+    corrupt(results, name)
+    with pytest.raises(MalformedResultsError, match=match) as info:
+        module.plot(results, tmp_path / "out" / "x")
+    assert str(results) in str(info.value)              # the message names the file
+
+
+def test_table1_rejects_a_malformed_provider_row(monkeypatch, tmp_path):
+    import sys
+    import types
+
+    fake = types.ModuleType("fake_param_provider")
+    fake.rows = lambda: [{"data": "X", "note": "no counts"}]
+    monkeypatch.setitem(sys.modules, "fake_param_provider", fake)
+    monkeypatch.setattr(table1, "EXTRA_PROVIDERS", (("fake_param_provider", "rows"),))
+    with pytest.raises(MalformedResultsError, match="fake_param_provider.rows"):
+        table1.plot(None, tmp_path / "t1")
+
+
+def test_missing_manifest_names_the_command(tmp_path):
+    with pytest.raises(MissingResultsError) as info:
+        fig9.plot(tmp_path / "empty", tmp_path / "x")
+    assert info.value.missing == ["fig9"] and "mrvae-cli experiment run fig9" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------
+# regenerate
+# ------------------------------------------------------------------------------------------
+def test_regenerate_lists_missing_inputs_with_commands(tmp_path, capsys, monkeypatch):
+    from paper_figures.__main__ import main
+
+    monkeypatch.chdir(tmp_path)                  # no results/linear/results.json in the working directory
+    root = tmp_path / "results" / "cpu"
+    write_manifest(root, "fig8_sensitivity")
+    status = main(["--results", str(root), "--out", str(tmp_path / "figs")])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert f"mrvae-cli experiment run fig9 --preset cpu --results {root}" in out
+    assert "mrvae-cli experiment run fig8_tcvae --preset cpu" in out
+    assert "mrvae-cli linear compare" in out
+    assert (tmp_path / "figs" / "fig8.png").exists() and (tmp_path / "figs" / "table1.md").exists()
+    assert not (tmp_path / "figs" / "fig9.png").exists()
+    res = {r.name: r for r in regenerate(root, tmp_path / "figs", log=None)}
+    assert set(res) == set(JOBS)
+    assert res["fig8"].status == "partial" and res["fig9"].status == "missing" and res["table1"].status == "written"
+    assert [m for m, _ in res["fig8"].missing] == ["fig8_tcvae"]
+
+
+def test_regenerate_reports_malformed_files_and_keeps_going(results, tmp_path, capsys):
+    from paper_figures.__main__ import main
+
+    _bad_json(results, "fig9")
+    status = main(["--results", str(results), "--out", str(tmp_path / "figs"), "--only", "fig9,fig1,table2"])
+    out = capsys.readouterr().out
+    assert status == 1 and "fig9: ERROR malformed results" in out and "not valid JSON" in out
+    assert (tmp_path / "figs" / "fig1.pdf").exists() and (tmp_path / "figs" / "table2.csv").exists()
+
+
+def test_regenerate_draws_fig4_from_the_linear_results(tmp_path):
+    root = tmp_path / "results" / "cpu"
+    beta = np.geomspace(0.01, 10, 5).tolist()
+    lin = {"closed_form": {"rate": true_rate(beta).tolist(), "distortion": true_distortion(beta).tolist()},
+           "mr_vae": {"rate": true_rate(beta).tolist(), "distortion": true_distortion(beta, 0.5).tolist()},
+           "beta_vae": {"beta": beta, "rate": true_rate(beta).tolist(), "distortion": true_distortion(beta, 1).tolist()},
+           "protocol": {"label": "REDUCED protocol: synthetic"},
+           "excess": {"beta": beta, "mr_vae": [0.01] * 5, "beta_vae_envelope": [0.005] * 5}}
+    (root / "linear").mkdir(parents=True)
+    (root / "linear" / "results.json").write_text(json.dumps(lin))
+    res = regenerate(root, tmp_path / "figs", only=("fig4",), log=None)
+    assert res[0].status == "written"
+    _assert_pictures(res[0].paths, tmp_path / "figs" / "fig4")
+
+
+def test_cli_figures_and_experiment_list(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["figures", "--results", str(tmp_path / "none"), "--out", str(tmp_path / "f")])
+    assert res.exit_code == 0, res.output
+    assert "mrvae-cli experiment run fig1 --preset cpu" in res.output
+    res = runner.invoke(cli, ["experiment", "list", "--preset", "smoke"])
+    assert res.exit_code == 0 and "fig8_sensitivity" in res.output and "hyper_shared_mlp2" in res.output
+    res = runner.invoke(cli, ["experiment", "run", "fig42"])
+    assert res.exit_code == 1 and "unknown experiment 'fig42'" in res.output and "Traceback" not in res.output
+    res = runner.invoke(cli, ["experiment", "run", "fig5_mnist", "--preset", "tiny"])
+    assert res.exit_code == 2 and "tiny" in res.output
+
+
+def test_cli_run_reports_an_unavailable_experiment_and_exits_cleanly(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    fake = dataclasses.replace(X.EXPERIMENTS["fig5_yahoo"], requires=("deep.not_a_module",))
+    monkeypatch.setitem(X.EXPERIMENTS, "fig5_yahoo", fake)
+    res = CliRunner().invoke(cli, ["experiment", "run", "fig5_yahoo", "--preset", "smoke", "--results",
+                                   str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert "unavailable: requires deep.not_a_module" in res.output
+    assert load_manifest(tmp_path / "r", "fig5_yahoo")["status"] == "unavailable"
+
+
+# ------------------------------------------------------------------------------------------
+# the runner
+# ------------------------------------------------------------------------------------------
+def test_experiment_needing_a_missing_module_reports_unavailable(monkeypatch, tmp_path):
+    fake = dataclasses.replace(X.EXPERIMENTS["fig8_tcvae"], name="fig8_tcvae", requires=("deep.not_a_module",))
+    monkeypatch.setitem(X.EXPERIMENTS, "fig8_tcvae", fake)
+    m = X.run_experiment("fig8_tcvae", "smoke", tmp_path / "r")
+    assert m["status"] == "unavailable" and m["reason"] == "unavailable: requires deep.not_a_module"
+    on_disk = load_manifest(tmp_path / "r", "fig8_tcvae")
+    assert all(g["status"] == "unavailable" and not g["runs"] for g in on_disk["groups"])
+    write_manifest(tmp_path / "r", "fig8_sensitivity")
+    paths = fig8.plot(tmp_path / "r", tmp_path / "f8")           # the right panel shows the reason
+    _assert_pictures(paths, tmp_path / "f8")
+
+
+def _synthetic_factory(missing: tuple[str, ...] = ()):
+    from deep.data import ImageSplit
+    from linvae.dataroot import DatasetMissingError
+
+    def factory(config, split):
+        if config.dataset in missing:
+            raise DatasetMissingError(f"{config.dataset}: test stand-in for a missing file")
+        rng = np.random.default_rng({"train": 0, "valid": 1, "test": 2}[split])
+        images = (rng.random((40, 1, 28, 28)) < 0.3).astype(np.uint8)
+        return ImageSplit("synthetic", split, images, protocol="synthetic 28x28 binary stand-in",
+                          binarization="static", likelihood="bernoulli")
+    return factory
+
+
+def test_smoke_experiment_runs_end_to_end_resumes_and_shares_runs(tmp_path):
+    """fig1 at the smoke preset on synthetic 28x28 data: real ResNet MR-VAE and 6 beta-VAEs, trained,
+    evaluated, listed in the manifest and drawn; a second call trains nothing; fig6 reuses the runs and
+    marks the datasets without data as unavailable. ~10 s on one core."""
+    root = tmp_path / "res"
+    logs: list[str] = []
+    m = X.run_experiment("fig1", "smoke", root, device="cpu", threads=1, data_factory=_synthetic_factory(),
+                         strict=True, log=logs.append)
+    assert m["status"] == "complete" and Path(m["path"]) == X.manifest_path(root, "fig1")
+    groups = {g["key"]: g for g in m["groups"]}
+    assert len(groups["omniglot_resnet_mr"]["runs"]) == 1 and len(groups["omniglot_resnet_beta_linear"]["runs"]) == 3
+    for g in m["groups"]:
+        for r in g["runs"]:
+            rd = json.loads((root / r["results"]["rd.json"]).read_text())
+            assert rd["model"]["kind"] == ("MR-VAE" if g["kind"] == "mr" else "beta-VAE")
+            assert len(rd["beta"]) == (3 if g["kind"] == "mr" else 1) and r["train_time_s"] > 0
+            assert r["n_params"] == (1_884_289 if g["kind"] == "mr" else 1_881_217)
+    assert sum(line.strip().startswith("training ") for line in logs) == 7
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("summary.json")}
+    assert len(stamps) == 7
+
+    logs.clear()
+    m2 = X.run_experiment("fig1", "smoke", root, device="cpu", threads=1, data_factory=_synthetic_factory(),
+                          strict=True, log=logs.append)
+    assert m2["status"] == "complete"
+    assert not any(line.strip().startswith(("training ", "resuming ", "evaluating ")) for line in logs)
+    assert {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("summary.json")} == stamps
+
+    paths = fig1.plot(root, tmp_path / "fig1")
+    _assert_pictures(paths, tmp_path / "fig1")
+
+    logs.clear()
+    m6 = X.run_experiment("fig6", "smoke", root, device="cpu", threads=1,
+                          data_factory=_synthetic_factory(missing=("svhn", "celeba64")), strict=True, log=logs.append)
+    # the Omniglot runs are shared with fig1: nothing new trained or evaluated
+    assert {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("summary.json")} == stamps
+    assert not any(line.strip().startswith("evaluating ") for line in logs)
+    g6 = {g["key"]: g for g in m6["groups"]}
+    assert g6["omniglot_resnet_mr"]["status"] == "complete"
+    assert g6["svhn_resnet_mr"]["status"] == "unavailable" and "data missing" in g6["svhn_resnet_mr"]["reason"]
+    assert m6["status"] == "partial"
+    paths = fig6.plot(root, tmp_path / "fig6")
+    _assert_pictures(paths, tmp_path / "fig6")
+
+
+def test_learning_rate_grid_is_selected_at_beta_one_on_the_validation_split(monkeypatch, tmp_path):
+    """A paper-style preset with an LR grid: every MR run and each sweep's beta = 1 run are evaluated on the
+    validation split at beta = 1; the LR with the lowest loss there is selected and figures read only it."""
+    base = X.EXPERIMENTS["fig1"].preset("smoke")
+    mr, sweep = base.groups[0], dataclasses.replace(base.groups[1], betas=(0.5, 1.0))
+    spec = dataclasses.replace(base, groups=(mr, sweep), lrs=(1e-3, 3e-3), seeds=(0,))
+    monkeypatch.setitem(X.EXPERIMENTS, "fig1", dataclasses.replace(X.EXPERIMENTS["fig1"],
+                                                                   presets={**X.EXPERIMENTS["fig1"].presets,
+                                                                            "smoke": spec}))
+    root = tmp_path / "r"
+    m = X.run_experiment("fig1", "smoke", root, device="cpu", threads=1, data_factory=_synthetic_factory(),
+                         strict=True)
+    assert m["status"] == "complete" and m["selection_split"] == "valid"
+    sel_name = "rd_select_valid.json"
+    for g in m["groups"]:
+        assert {r["lr"] for r in g["runs"]} == {1e-3, 3e-3}
+        losses = {}
+        for r in g["runs"]:
+            has = sel_name in r["results"]
+            assert has == (g["kind"] == "mr" or r["beta"] == 1.0)
+            if has:
+                rd = json.loads((root / r["results"][sel_name]).read_text())
+                assert rd["split"] == "valid" and rd["beta"] == [1.0]
+                losses[f"{r['lr']:g}"] = rd["loss"][0]
+        assert g["selection"]["mean_loss_per_lr"] == pytest.approx(losses)
+        assert g["selected_lr"] == float(min(losses, key=losses.get))
+        curve = group_curve(load_manifest(root, "fig1"), g["key"])
+        chosen = [r["run_dir"] for r in g["runs"] if r["lr"] == g["selected_lr"]]
+        assert len(curve.files) == len(chosen) and all(any(c in f for c in chosen) for f in curve.files)
+
+
+def test_run_experiment_rejects_unknown_preset(tmp_path):
+    with pytest.raises(X.ExperimentError, match="unknown preset"):
+        X.run_experiment("fig1", "huge", tmp_path)
+
+
+@pytest.mark.slow
+def test_smoke_experiment_on_real_mnist(data_root, tmp_path):
+    """fig5_mnist at the smoke preset on the real binary MNIST files (ConvNet and ResNet)."""
+    m = X.run_experiment("fig5_mnist", "smoke", tmp_path / "r", data_dir=str(data_root), device="cpu", threads=1,
+                         strict=True)
+    assert m["status"] == "complete"
+    paths = fig5.plot(tmp_path / "r", tmp_path / "fig5")
+    _assert_pictures(paths, tmp_path / "fig5")
+    assert os.path.exists(tmp_path / "fig5.pdf")
