@@ -101,6 +101,8 @@ def _common_train_options(f):
                      help="tcvae: beta weighs the total correlation only (beta-TCVAE; dsprites default)."),
         click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE",
                      help="Architecture option, repeatable (e.g. preset=small for nvae, dropout=0.5 for lstm)."),
+        click.option("--eval-option", "eval_option", multiple=True, metavar="KEY=VALUE",
+                     help="Option of the family's evaluation sweep, repeatable (e.g. mig_samples=2000)."),
         click.option("--data-option", "data_option", multiple=True, metavar="KEY=VALUE",
                      help="Dataset option, repeatable (e.g. train_split=valid for yahoo, source=subgrid "
                           "for dsprites)."),
@@ -170,6 +172,7 @@ def _config_from(opts: dict, **extra: Any):
         dataset=opts["dataset"], arch=arch, epochs=opts["epochs"], batch_size=opts["batch_size"],
         objective=opts["objective"], model_options=_parse_options(opts["model_option"], "--model-option"),
         data_options=_parse_options(opts["data_option"], "--data-option"),
+        eval_options=_parse_options(opts["eval_option"], "--eval-option"),
         lr_schedule=opts["lr_schedule"], plateau_patience=opts["plateau_patience"],
         val_split=opts["val_split"], val_max_examples=opts["val_examples"],
         lr=opts["lr"], hyper_lr_mult=opts["hyper_lr_mult"], lr_warmup_epochs=opts["lr_warmup_epochs"],
@@ -371,7 +374,8 @@ def _sci(n: float) -> str:
 
 
 @deep.command()
-def params() -> None:
+@click.option("--no-nvae", is_flag=True, help="Skip the NVAE rows (building the paper-size NVAE takes seconds).")
+def params(no_nvae: bool) -> None:
     """Print Table 1: parameter counts of beta-VAEs and MR-VAEs (corrected exponents)."""
     from deep.nets import parameter_table
 
@@ -392,3 +396,13 @@ def params() -> None:
                "every exponent is 10x too small (e.g. MNIST ResNet = 1,881,217 = 18.81 x 10^5).")
     click.echo("The paper's CNN increases (0.9-2%) match beta-conditioned BatchNorm on top of the gates; this "
                "implementation gates channels only (2 parameters per gated channel).")
+    if not no_nvae:
+        from deep.nvae import nvae_parameter_table
+
+        click.echo("")
+        click.echo("NVAE (preset 'paper'; every conv and SE linear gated):")
+        for r in nvae_parameter_table():
+            paper = (f"   paper {int(r['paper_beta_vae_params']):,} -> {int(r['paper_mr_vae_params']):,} "
+                     f"(+{r['paper_increase_pct']:.2f}%)" if r["paper_beta_vae_params"] else "   paper: not given")
+            click.echo(f"{r['data']:<18} {'NVAE':<7} {r['beta_nvae_params']:>12,} {r['mr_nvae_params']:>12,} "
+                       f"{r['increase_pct']:>8.2f}%{paper}")

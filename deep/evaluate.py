@@ -403,7 +403,7 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
                  recalibrate_examples: int = 2000, data_dir: str | None = None,
                  model: nn.Module | None = None, data: Any = None, progress: bool = False,
                  out_name: str | None = None, fid_samples: int = 0, fid_weights: str | None = None,
-                 fid_extractor: Any = None, download: bool = False) -> dict:
+                 fid_extractor: Any = None, download: bool = False, sweep_options: dict | None = None) -> dict:
     """Evaluate a run folder; write and return ``results/rd.json`` (``rd_<split>.json`` for other splits).
 
     MR-VAE: ``n_betas`` (default: the run's ``n_betas``, 20) log-spaced betas over its trained range, or
@@ -411,7 +411,8 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
     ``iw_k`` (default: the run's ``iw_k``; 0 disables) importance samples for the IW-NLL. Other arguments
     as in :func:`rd_sweep` (``beta_chunk`` bounds the betas per batched pass, for memory);
     ``recalibrate_bn`` recomputes BatchNorm statistics at each beta from ``recalibrate_examples``
-    training images (MR CNNs). ``fid_samples`` > 0 adds the FID of that many prior samples per beta
+    training images (MR CNNs). ``sweep_options`` (merged over the run's ``eval_options``) go to a family's
+    own sweep (e.g. ``{"mig_samples": 1000}`` for beta-TCVAE). ``fid_samples`` > 0 adds the FID of that many prior samples per beta
     against as many test images (:func:`fid_curve`; the standard Inception features via pytorch-fid, or
     ``fid_extractor``); when the FID network is unavailable the results say why instead of failing.
     """
@@ -454,9 +455,12 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
               if model_supplied is None and config.arch in families.ARCHS else None)
     if custom is not None:
         sweep_fn = families.resolve(custom)
+        options = {**config.eval_options, **(sweep_options or {})}
         sweep_out = dict(sweep_fn(model, data, grid, batch_size=batch_size, iw_k=iw_k, seed=seed,
                                   max_examples=max_examples, mi_examples=mi_examples, progress=progress,
-                                  n_images=n_images if images else 0))
+                                  n_images=n_images if images else 0, **options))
+        if options:
+            notes.append(f"family evaluation options: {options}")
         estimators = dict(sweep_out.pop("estimators", {}) or {})
     else:
         sweep_out = rd_sweep(model, data, grid, batch_size=batch_size, iw_k=iw_k, batched=batched,

@@ -68,7 +68,8 @@ BASELINE_BETAS = tuple(float(b) for b in np.logspace(-2, 1, 10))
 #: Config fields that may change between a run and its resumption (they do not change the maths).
 #: ``precision`` is one of them so a run can continue on other hardware (each epoch's precision is logged).
 RUNTIME_FIELDS = frozenset({"device", "num_threads", "out_dir", "data_dir", "run_name", "n_betas",
-                            "iw_k", "eval_batch_size", "download", "val_max_examples", "precision"})
+                            "iw_k", "eval_batch_size", "download", "val_max_examples", "precision",
+                            "eval_options"})
 #: Betas (log-spaced over the trained range) at which an MR-VAE's validation loss is averaged.
 VAL_BETAS = 5
 
@@ -141,12 +142,14 @@ class TrainConfig:
     val_max_examples: int | None = None
     num_threads: int | None = None
     data_options: dict = field(default_factory=dict)
+    eval_options: dict = field(default_factory=dict)  # extra keyword options of a family's sweep
     download: bool = False
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.hyper_hidden = tuple(int(h) for h in (self.hyper_hidden or ()))
         self.data_options = dict(self.data_options or {})
+        self.eval_options = dict(self.eval_options or {})
         self.model_options = dict(self.model_options or {})
         self.validate()
 
@@ -212,6 +215,7 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["hyper_hidden"] = list(self.hyper_hidden)
         d["data_options"] = dict(self.data_options)
+        d["eval_options"] = dict(self.eval_options)
         d["model_options"] = dict(self.model_options)
         return d
 
@@ -415,7 +419,8 @@ def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any =
         "rate": "nats per example: analytic KL(q(z|x) || N(0, I)) summed over latent dims, "
                 "mean over examples",
         "distortion": dist,
-        "distortion_definition": _DISTORTION_TEXT.get(dist or "", "see deep.objectives"),
+        "distortion_definition": (getattr(model, "distortion_definition", None)
+                                  or _DISTORTION_TEXT.get(dist or "", "see deep.objectives")),
         "objective": (getattr(model, "objective_description", None)
                       or "mean over examples of distortion + beta * rate"),
         "objective_name": config.objective,
@@ -433,6 +438,9 @@ def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any =
                      f"{config.batch_size / world_size:g} each; gradients averaged by DDP, weighted so the step "
                      "equals one on the whole global batch)" if world_size > 1 else "")),
     }
+    model_conventions = getattr(model, "conventions", None)
+    if callable(model_conventions):  # a family's own definitions (e.g. NVAE: rate = sum of group KLs)
+        out.update({k: v for k, v in model_conventions().items() if k in ("rate", "distortion_definition")})
     if world_size > 1 and config.mr:
         out["beta_sampling_processes"] = (
             "one beta per global batch shared by every process" if config.beta_sampling == "batch" else
@@ -463,6 +471,19 @@ def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any =
         out["reduced_protocol"] = (f"trained on a fixed subset of {config.max_train_examples} "
                                    "training examples (seed 0), not the full split")
     return out
+
+
+def _sources(data: Any) -> list[str]:
+    meta = data.meta() if hasattr(data, "meta") else {}
+    files = meta.get("source_files") or meta.get("files") or meta.get("sources") or []
+    return sorted(str(f) for f in files) if isinstance(files, (list, tuple)) else [str(files)]
+
+
+def _same_source(a: Any, b: Any) -> bool:
+    """Whether two data objects were read from exactly the same files (e.g. Yahoo's 'valid' split when the
+    reduced protocol trains on yahoo.valid.txt)."""
+    sa, sb = _sources(a), _sources(b)
+    return bool(sa) and sa == sb and len(a) == len(b)
 
 
 def _count_params(model: nn.Module) -> int:
@@ -615,6 +636,11 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     n_train = int(index.numel())
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     val_data = load_data(config, config.val_split) if config.val_split else None
+    if val_data is not None and _same_source(val_data, data):
+        raise ConfigError(
+            f"val_split={config.val_split!r} reads the same examples as the training split "
+            f"({_sources(data)}); validating on training data would tune the schedule on it. Choose another "
+            "--val-split or none")
 
     torch.manual_seed(config.seed)
     if model is None:

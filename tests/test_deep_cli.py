@@ -62,9 +62,12 @@ def test_params_prints_table_1():
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     rows = [ln for ln in lines if ln.startswith(("MNIST & Omniglot", "CIFAR & SVHN", "CelebA64"))]
-    assert len(rows) == 6
+    assert len(rows) == 8   # 6 Conv/ResNet rows + 2 NVAE rows
     assert any("ResNet" in ln and "1,881,217" in ln and "18.81e5" in ln for ln in rows)
     assert any("CNN" in ln and "17,526,977" in ln and "17.53e6" in ln for ln in rows)
+    nvae = [ln for ln in rows if " NVAE " in ln]
+    assert len(nvae) == 2 and all("0.92%" in ln for ln in nvae)
+    assert len([ln for ln in invoke("params", "--no-nvae").output.splitlines() if " NVAE " in ln]) == 0
 
 
 def test_real_mnist_resnet_train_evaluate_resume(tmp_path, data_root):

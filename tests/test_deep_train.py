@@ -538,6 +538,21 @@ def test_registered_family_trains_validates_and_evaluates(tmp_path, tiny_family)
         T.train(cfg.replace(arch="resnet", run_name="wrong"), progress=False)
 
 
+def test_validation_split_reading_the_training_files_is_refused(tmp_path, monkeypatch):
+    from deep import families
+
+    class FileSplit(TinySplit):
+        def meta(self):
+            return {**super().meta(), "source_files": ["/data/train.txt"]}
+
+    monkeypatch.setitem(families.DATASET_LOADERS, "tiny", lambda name, split, **kw: FileSplit(64, split))
+    monkeypatch.setitem(families.ARCHS, "mlp", families.ArchSpec(
+        "mlp", build=lambda c, data: TinyVAE(mr=c.mr, beta_range=c.beta_range), rebuild=lambda mc: TinyVAE(),
+        evaluate=None, datasets=("tiny",), description="test MLP"))
+    with pytest.raises(T.ConfigError, match="same examples as the training split"):
+        T.train(tiny_config(tmp_path, epochs=1, val_split="valid"), progress=False)
+
+
 def test_validation_loss_is_the_mr_mean_over_betas(tmp_path):
     cfg = tiny_config(tmp_path, epochs=1)
     model = TinyVAE(mr=True, beta_range=cfg.beta_range)
