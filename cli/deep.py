@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from .common import parse_floats, user_errors
 
@@ -297,7 +298,8 @@ def resume(run: str, quiet: bool, no_eval: bool) -> None:
 @_common_train_options
 @click.option("--schedules", default="constant,linear", show_default=True,
               help="Comma-separated KL schedules: constant, linear, cyclical.")
-@click.option("--betas", default=None, help="Comma-separated betas (default: np.logspace(-2, 1, 10)).")
+@click.option("--betas", default=None,
+              help="Comma-separated betas (default: 10 log-spaced over the family's range, [0.01, 10] for images).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train N runs at once in separate processes (each with cores // N threads unless --threads).")
 def sweep(**opts: Any) -> None:
@@ -309,8 +311,12 @@ def sweep(**opts: Any) -> None:
     echo = click.echo if main else (lambda *a, **k: None)
     with user_errors():
         schedules = [s for s in opts["schedules"].replace(" ", "").split(",") if s]
-        betas = _float_list(opts["betas"], "'--betas'") or list(BASELINE_BETAS)
         config = _config_from(opts, mr=False)
+        # default: 10 betas log-spaced over the family's range ([0.01, 10]: the paper's image baselines;
+        # [0.1, 10] for dSprites)
+        betas = _float_list(opts["betas"], "'--betas'") or (
+            list(BASELINE_BETAS) if (config.beta_a, config.beta_b) == (0.01, 10.0) else
+            [float(b) for b in np.logspace(np.log10(config.beta_a), np.log10(config.beta_b), 10)])
         echo(f"sweep: {len(betas)} betas x {len(schedules)} schedule(s) on {config.dataset}/{config.arch}, "
              f"{config.epochs} epoch(s) each" + (f", {opts['jobs']} at a time" if opts["jobs"] > 1 else ""))
         sweep_dir = sweep_runs(config, betas=betas, schedules=schedules, evaluate=not opts["no_eval"],
