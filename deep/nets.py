@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GateContext
 
 from .families import UnknownArchError  # one error class for every family
 from .objectives import Distortion, NotALikelihoodError, gaussian_kl, get_distortion, vae_loss
@@ -254,6 +254,21 @@ def arch_spec(arch: str, shape: tuple[int, int, int]) -> ArchSpec:
 # ----------------------------------------------------------------------------------------------------
 # building blocks
 # ----------------------------------------------------------------------------------------------------
+def _gated(gate: Gate | None, h: torch.Tensor, u: torch.Tensor | GateContext | None) -> torch.Tensor:
+    """``h`` times ``gate``'s factors of ``u`` (a hyper-input tensor or a precomputed GateContext)."""
+    if gate is None:
+        return h
+    return u.apply(gate, h) if isinstance(u, GateContext) else gate(h, u)
+
+
+def _gate_context(module: nn.Module, u: torch.Tensor | None) -> torch.Tensor | GateContext | None:
+    """All of ``module``'s gate factors computed together (one fused pass per gate kind)."""
+    if u is None or isinstance(u, GateContext):
+        return u
+    gates = [m for m in module.modules() if isinstance(m, Gate)]
+    return GateContext(u, gates) if gates else u
+
+
 class ConvUnit(nn.Module):
     """``conv -> [BatchNorm] -> [gate(u)] -> ReLU``; the gate exists only in MR-VAEs."""
 
@@ -268,9 +283,7 @@ class ConvUnit(nn.Module):
         h = self.conv(x)
         if self.bn is not None:
             h = self.bn(h)
-        if self.gate is not None:
-            h = self.gate(h, u)
-        return F.relu(h)
+        return F.relu(_gated(self.gate, h, u))
 
 
 class ResBlock(nn.Module):
@@ -285,13 +298,8 @@ class ResBlock(nn.Module):
         self.gate2 = Gate(channels, gate_kind, hidden=hidden) if gate_kind else None
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
-        h = self.conv1(x)
-        if self.gate1 is not None:
-            h = self.gate1(h, u)
-        h = self.conv2(F.relu(h))
-        if self.gate2 is not None:
-            h = self.gate2(h, u)
-        return F.relu(x + h)
+        h = self.conv2(F.relu(_gated(self.gate1, self.conv1(x), u)))
+        return F.relu(x + _gated(self.gate2, h, u))
 
 
 def _make_units(specs: Sequence[Any], *, batch_norm: bool, gate_kind: str | None,
@@ -319,6 +327,7 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | None) -> EncoderOutput:
         h = x
+        u = _gate_context(self, u)
         for unit in self.units:
             h = unit(h, u)
         h = h.flatten(1)
@@ -340,6 +349,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, u: torch.Tensor | None) -> DecoderOutput:
         h = self.fc(z).reshape(z.shape[0], *self.feature_shape)
+        u = _gate_context(self, u)
         for unit in self.units:
             h = unit(h, u)
         return DecoderOutput(self.out(h))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, Gate
+from linvae.conditioning import Gate, GateContext
 
 from .objectives import bernoulli_distortion
 
@@ -65,43 +65,6 @@ def soft_clamp(x: torch.Tensor, bound: float = SOFT_CLAMP) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------
 # gates
 # ----------------------------------------------------------------------------------------------------
-class GateContext:
-    """Gate factors of every gate in ``gates`` for the hyper-inputs ``u`` ``(B,)``.
-
-    Affine gates (``hidden=()``) of the same kind are evaluated together: their ``w_hyper`` and ``b_hyper``
-    are concatenated and ``gate(u * w + b)`` is computed once, then split per gate (the same numbers as
-    :meth:`linvae.conditioning.Gate.factors`).  Other gates (hidden hyper layers, FiLM) are evaluated one by
-    one.  :meth:`apply` multiplies a layer output by its gate.
-    """
-
-    def __init__(self, u: torch.Tensor, gates: Sequence[Gate]) -> None:
-        self.u = u.reshape(-1)
-        self._factors: dict[int, torch.Tensor] = {}
-        fused: dict[str, list[Gate]] = {}
-        for g in gates:
-            if g.kind in ("sigmoid", "sqrt") and len(g.hyper.body) == 0 and g.hyper.out.in_features == 1:
-                fused.setdefault(g.kind, []).append(g)
-        for kind, group in fused.items():
-            w = torch.cat([g.hyper.out.weight.reshape(-1) for g in group])
-            b = torch.cat([g.hyper.out.bias for g in group])
-            u = self.u.to(w.dtype).unsqueeze(1)
-            values = GATE_KINDS[kind](torch.addcmul(b, u, w))  # (B, total channels)
-            for g, f in zip(group, values.split([g.features for g in group], dim=1)):
-                self._factors[id(g)] = f
-
-    def factors(self, gate: Gate) -> torch.Tensor:
-        """Gate values ``(B, C)`` of ``gate``."""
-        f = self._factors.get(id(gate))
-        return gate.factors(self.u) if f is None else f
-
-    def apply(self, gate: Gate, h: torch.Tensor) -> torch.Tensor:
-        """``h * gate(u)`` per channel (``h``: ``(B, C)`` or ``(B, C, H, W)``)."""
-        f = self._factors.get(id(gate))
-        if f is None:
-            return gate(h, self.u)
-        return h * (f.reshape(*f.shape, 1, 1) if h.dim() == 4 else f)
-
-
 def _maybe_gate(gate: Gate | None, h: torch.Tensor, ctx: GateContext | None) -> torch.Tensor:
     if gate is None:
         return h

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from linvae.conditioning import (BetaRange, BetaRangeError, Gate, gate_bias_for_value, sigmoid_gate,
+from linvae.conditioning import (BetaRange, BetaRangeError, Gate, GateContext, gate_bias_for_value, sigmoid_gate,
                                  sqrt_gate)
 
 
@@ -123,3 +123,25 @@ def test_film_gate_is_identity_at_init_and_mlp_hyper_network_trains():
     assert mlp.hyper.body[0].weight.grad is not None
     with pytest.raises(ValueError, match="unknown gate kind"):
         Gate(3, "tanh")
+
+
+def test_gate_context_equals_each_gate_and_its_gradients():
+    """Fused evaluation of many gates = each Gate on its own, values and gradients."""
+    torch.manual_seed(0)
+    gates = [Gate(3, "sigmoid"), Gate(4, "sqrt"), Gate(2, "sigmoid"), Gate(5, "film"), Gate(3, "sqrt", hidden=(4,))]
+    for g in gates:
+        with torch.no_grad():
+            for p in g.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+    u = torch.randn(6)
+    xs = [torch.randn(6, g.features, 2, 2) for g in gates]
+    ctx = GateContext(u, gates)
+    fused = sum((ctx.apply(g, x) ** 2).sum() for g, x in zip(gates, xs))
+    fused_grads = torch.autograd.grad(fused, [p for g in gates for p in g.parameters()])
+    plain = sum((g(x, u) ** 2).sum() for g, x in zip(gates, xs))
+    plain_grads = torch.autograd.grad(plain, [p for g in gates for p in g.parameters()])
+    assert torch.allclose(fused, plain, rtol=1e-6)
+    for a, b in zip(fused_grads, plain_grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert len(ctx._factors) == 3          # the three affine sigmoid/sqrt gates were fused
+    assert torch.allclose(ctx.factors(gates[1]), gates[1].factors(u))
