@@ -261,6 +261,16 @@ def _gated(gate: Gate | None, h: torch.Tensor, u: torch.Tensor | GateContext | N
     return u.apply(gate, h) if isinstance(u, GateContext) else gate(h, u)
 
 
+def _gated_residual(gate: Gate | None, h: torch.Tensor, x: torch.Tensor,
+                    u: torch.Tensor | GateContext | None) -> torch.Tensor:
+    """``x + gate(h)`` as one fused ``addcmul`` when the factors are precomputed (one pass over memory less)."""
+    if gate is None:
+        return x + h
+    if isinstance(u, GateContext) and gate.kind != "film":
+        return torch.addcmul(x, gate._broadcast(u.factors(gate), h), h)
+    return x + _gated(gate, h, u)
+
+
 def _gate_context(module: nn.Module, u: torch.Tensor | None) -> torch.Tensor | GateContext | None:
     """All of ``module``'s gate factors computed together (one fused pass per gate kind)."""
     if u is None or isinstance(u, GateContext):
@@ -299,7 +309,7 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
         h = self.conv2(F.relu(_gated(self.gate1, self.conv1(x), u)))
-        return F.relu(x + _gated(self.gate2, h, u))
+        return F.relu(_gated_residual(self.gate2, h, x, u))
 
 
 def _make_units(specs: Sequence[Any], *, batch_norm: bool, gate_kind: str | None,
