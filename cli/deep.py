@@ -100,6 +100,8 @@ def _common_train_options(f):
                           "(yahoo). Default: resnet for images, the dataset's only family otherwise."),
         click.option("--objective", type=click.Choice(["elbo", "tcvae"]), default="elbo", show_default=True,
                      help="tcvae: beta weighs the total correlation only (beta-TCVAE; dsprites default)."),
+        click.option("--preset", default=None,
+                     help="Architecture preset (nvae: small | paper; same as --model-option preset=...)."),
         click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE",
                      help="Architecture option, repeatable (e.g. preset=small for nvae, dropout=0.5 for lstm)."),
         click.option("--eval-option", "eval_option", multiple=True, metavar="KEY=VALUE",
@@ -171,7 +173,9 @@ def _config_from(opts: dict, **extra: Any):
     _check_arch(arch, opts["dataset"])
     fields = dict(
         dataset=opts["dataset"], arch=arch, epochs=opts["epochs"], batch_size=opts["batch_size"],
-        objective=opts["objective"], model_options=_parse_options(opts["model_option"], "--model-option"),
+        objective=opts["objective"],
+        model_options={**({"preset": opts["preset"]} if opts["preset"] else {}),
+                       **_parse_options(opts["model_option"], "--model-option")},
         data_options=_parse_options(opts["data_option"], "--data-option"),
         eval_options=_parse_options(opts["eval_option"], "--eval-option"),
         lr_schedule=opts["lr_schedule"], plateau_patience=opts["plateau_patience"],

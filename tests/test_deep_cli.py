@@ -113,3 +113,35 @@ def test_real_mnist_sweep_two_betas(tmp_path, data_root):
     assert rd["beta"] == [2.0] and rd["model"]["kind"] == "beta-VAE" and rd["evaluation"]["n_examples"] == 50
     assert rd["conventions"]["kl_schedule"]["name"] == "linear"
     assert "linear       0.1" in r.output and f"sweep folder: {sweep_dir}" in r.output
+
+
+def test_preset_option_reaches_the_nvae_builder(tmp_path, monkeypatch):
+    """--preset is --model-option preset=...: the NVAE builder receives it."""
+    import torch
+
+    from deep import families, nvae
+
+    class Tiny:
+        protocol, binarization = "synthetic", "static"
+
+        def __len__(self):
+            return 8
+
+        def get_batch(self, index, *, train=False, generator=None):
+            return torch.zeros(len(index), 1, 28, 28)
+
+        def meta(self):
+            return {"name": "tiny"}
+
+    seen = {}
+
+    def spy(config, data):
+        seen.update(config.model_options)
+        raise nvae.NVAEConfigError("stopped by the test")
+
+    monkeypatch.setitem(families.DATASET_LOADERS, "mnist", lambda name, split, **kw: Tiny())
+    monkeypatch.setattr(nvae, "build", spy)
+    r = invoke("train", "--dataset", "mnist", "--arch", "nvae", "--preset", "small", "--model-option", "groups=2",
+               "--out", str(tmp_path), "--quiet")
+    assert r.exit_code != 0 and "stopped by the test" in r.output
+    assert seen == {"preset": "small", "groups": 2}
