@@ -526,6 +526,6 @@ def test_paper_preset_runs_a_few_training_steps_on_cpu():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert all(math.isfinite(v) for v in losses)
     assert out.rate.shape == (4,) and out.kl_groups.shape[0] == 4
