@@ -25,7 +25,7 @@ def data_root() -> Path:
     root = Path(os.environ.get("MRVAE_DATA") or SHARED_DATA)
     if not root.is_dir():
         pytest.skip(f"real data not present at {root} (set MRVAE_DATA to the shared data folder)")
-    return root
+    return root.resolve()  # absolute: tests may symlink into it from elsewhere
 
 
 @pytest.fixture(scope="module")
