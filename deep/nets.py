@@ -283,11 +283,12 @@ class ConvUnit(nn.Module):
     """``conv -> [BatchNorm] -> [gate(u)] -> ReLU``; the gate exists only in MR-VAEs."""
 
     def __init__(self, spec: ConvSpec, *, batch_norm: bool, gate_kind: str | None,
-                 hyper_hidden: Sequence[int] = ()) -> None:
+                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1) -> None:
         super().__init__()
         self.conv = spec.build()
         self.bn = nn.BatchNorm2d(spec.out_channels) if batch_norm else None
-        self.gate = Gate(spec.out_channels, gate_kind, hidden=tuple(hyper_hidden)) if gate_kind else None
+        self.gate = (Gate(spec.out_channels, gate_kind, hidden=tuple(hyper_hidden), in_features=hyper_in)
+                     if gate_kind else None)
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
         h = self.conv(x)
@@ -299,13 +300,14 @@ class ConvUnit(nn.Module):
 class ResBlock(nn.Module):
     """``relu(x + g2(conv2(relu(g1(conv1(x))))))`` with two 3x3 convs; gates only in MR-VAEs."""
 
-    def __init__(self, channels: int, *, gate_kind: str | None, hyper_hidden: Sequence[int] = ()) -> None:
+    def __init__(self, channels: int, *, gate_kind: str | None, hyper_hidden: Sequence[int] = (),
+                 hyper_in: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, 1, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, padding=1)
         hidden = tuple(hyper_hidden)
-        self.gate1 = Gate(channels, gate_kind, hidden=hidden) if gate_kind else None
-        self.gate2 = Gate(channels, gate_kind, hidden=hidden) if gate_kind else None
+        self.gate1 = Gate(channels, gate_kind, hidden=hidden, in_features=hyper_in) if gate_kind else None
+        self.gate2 = Gate(channels, gate_kind, hidden=hidden, in_features=hyper_in) if gate_kind else None
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
         h = self.conv2(F.relu(_gated(self.gate1, self.conv1(x), u)))
@@ -313,13 +315,14 @@ class ResBlock(nn.Module):
 
 
 def _make_units(specs: Sequence[Any], *, batch_norm: bool, gate_kind: str | None,
-                hyper_hidden: Sequence[int]) -> nn.ModuleList:
+                hyper_hidden: Sequence[int], hyper_in: int = 1) -> nn.ModuleList:
     units = []
     for s in specs:
         if isinstance(s, ResSpec):
-            units.append(ResBlock(s.channels, gate_kind=gate_kind, hyper_hidden=hyper_hidden))
+            units.append(ResBlock(s.channels, gate_kind=gate_kind, hyper_hidden=hyper_hidden, hyper_in=hyper_in))
         else:
-            units.append(ConvUnit(s, batch_norm=batch_norm, gate_kind=gate_kind, hyper_hidden=hyper_hidden))
+            units.append(ConvUnit(s, batch_norm=batch_norm, gate_kind=gate_kind, hyper_hidden=hyper_hidden,
+                                  hyper_in=hyper_in))
     return nn.ModuleList(units)
 
 
@@ -327,10 +330,10 @@ class Encoder(nn.Module):
     """Conv/ResNet body, flatten, then two ungated Linear heads: ``forward(x, u) -> EncoderOutput``."""
 
     def __init__(self, spec: ArchSpec, latent_dim: int, *, gate_kind: str | None,
-                 hyper_hidden: Sequence[int] = ()) -> None:
+                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1) -> None:
         super().__init__()
         self.units = _make_units(spec.encoder, batch_norm=spec.batch_norm, gate_kind=gate_kind,
-                                 hyper_hidden=hyper_hidden)
+                                 hyper_hidden=hyper_hidden, hyper_in=hyper_in)
         features = math.prod(spec.feature_shape)
         self.mu = nn.Linear(features, latent_dim)
         self.log_var = nn.Linear(features, latent_dim)
@@ -349,12 +352,12 @@ class Decoder(nn.Module):
     ``forward(z, u) -> DecoderOutput(logits)``."""
 
     def __init__(self, spec: ArchSpec, latent_dim: int, *, gate_kind: str | None,
-                 hyper_hidden: Sequence[int] = ()) -> None:
+                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1) -> None:
         super().__init__()
         self.feature_shape = spec.decoder_feature_shape
         self.fc = nn.Linear(latent_dim, math.prod(self.feature_shape))
         self.units = _make_units(spec.decoder, batch_norm=spec.batch_norm, gate_kind=gate_kind,
-                                 hyper_hidden=hyper_hidden)
+                                 hyper_hidden=hyper_hidden, hyper_in=hyper_in)
         self.out = spec.output.build()
 
     def forward(self, z: torch.Tensor, u: torch.Tensor | None) -> DecoderOutput:
@@ -363,6 +366,20 @@ class Decoder(nn.Module):
         for unit in self.units:
             h = unit(h, u)
         return DecoderOutput(self.out(h))
+
+
+class SharedHyperTrunk(nn.Module):
+    """The shared first layer of App. D's "shared 2-layer MLP" hyper-network: ``relu(Linear(1 -> H)(u))``,
+    ``(B,) -> (B, H)``, computed once per forward for every gate. Trained with the gates' learning rate."""
+
+    is_hyper = True
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.layer = nn.Linear(1, width)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.layer(u.reshape(-1, 1)))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -376,7 +393,8 @@ class VAE(nn.Module):
     """
 
     def __init__(self, *, dataset: str, arch: str, mr: bool, latent_dim: int, beta_range: BetaRange,
-                 enc_gate: str, dec_gate: str, hyper_hidden: tuple[int, ...], distortion: str) -> None:
+                 enc_gate: str, dec_gate: str, hyper_hidden: tuple[int, ...], distortion: str,
+                 shared_hyper: int = 0) -> None:
         super().__init__()
         info = NET_DATASETS[dataset]
         self.dataset = dataset
@@ -392,10 +410,16 @@ class VAE(nn.Module):
             "beta_range": {"a": beta_range.a, "b": beta_range.b}, "enc_gate": enc_gate, "dec_gate": dec_gate,
             "hyper_hidden": list(hyper_hidden), "distortion": distortion,
         }
+        if shared_hyper:
+            self._config["shared_hyper"] = int(shared_hyper)
+        # App. D's "2-layer MLP with a shared first layer": one Linear(1 -> H) + ReLU computed once per
+        # forward feeds every gate's own Linear(H -> C)
+        self.hyper_trunk = SharedHyperTrunk(int(shared_hyper)) if (mr and shared_hyper) else None
+        hyper_in = int(shared_hyper) if self.hyper_trunk is not None else 1
         self.encoder = Encoder(self.spec, self.latent_dim, gate_kind=enc_gate if mr else None,
-                               hyper_hidden=hyper_hidden)
+                               hyper_hidden=hyper_hidden, hyper_in=hyper_in)
         self.decoder = Decoder(self.spec, self.latent_dim, gate_kind=dec_gate if mr else None,
-                               hyper_hidden=hyper_hidden)
+                               hyper_hidden=hyper_hidden, hyper_in=hyper_in)
 
     # -- configuration ----------------------------------------------------------------------------------
     @property
@@ -442,11 +466,13 @@ class VAE(nn.Module):
                          f"got shape {tuple(beta.shape)}")
 
     def hyper_input(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor | None:
-        """Standardised hyper-input ``u`` ``(B,)`` for an MR-VAE; ``None`` for a plain beta-VAE."""
+        """Standardised hyper-input ``u`` ``(B,)`` for an MR-VAE (``(B, H)`` shared hyper features with
+        ``shared_hyper=H``); ``None`` for a plain beta-VAE."""
         beta = self._beta_vector(beta, batch, like)
         if not self.is_mr:
             return None
-        return self.beta_range.standardize(beta)
+        u = self.beta_range.standardize(beta)
+        return u if self.hyper_trunk is None else self.hyper_trunk(u)
 
     # -- model API --------------------------------------------------------------------------------------
     def _check_x(self, x: torch.Tensor) -> None:
@@ -521,13 +547,15 @@ def _as_beta_range(beta_range: BetaRange | dict | Sequence[float]) -> BetaRange:
 
 def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_dim: int | None = None,
                 beta_range: BetaRange | dict | Sequence[float] = BetaRange(), enc_gate: str = "sigmoid",
-                dec_gate: str = "sqrt", hyper_hidden: Sequence[int] = (), distortion: str | None = None) -> VAE:
+                dec_gate: str = "sqrt", hyper_hidden: Sequence[int] = (), distortion: str | None = None,
+                shared_hyper: int = 0) -> VAE:
     """Build a Conv/ResNet beta-VAE (``mr=False``) or MR-VAE for ``dataset``.
 
     Datasets: ``mnist``, ``omniglot`` (28x28x1, latent 32, bernoulli), ``cifar10`` (32x32x3, latent 256),
     ``svhn`` (32x32x3, latent 32), ``celeba64`` (64x64x3, latent 64) (continuous: default distortion
     ``sse``).  ``enc_gate`` / ``dec_gate`` are gate kinds of :class:`linvae.conditioning.Gate`;
-    ``hyper_hidden`` the hidden widths of every gate's hyper network (``()`` = the paper's affine map).
+    ``hyper_hidden`` the hidden widths of every gate's hyper network (``()`` = the paper's affine map);
+    ``shared_hyper=H`` adds one shared ``relu(Linear(1 -> H))`` layer feeding every gate (App. D's shared MLP).
     ``build_model(**model.config)`` rebuilds the same architecture.
     """
     if not isinstance(dataset, str) or dataset.lower() not in NET_DATASETS:
@@ -546,11 +574,13 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
     hidden = tuple(hyper_hidden)
     if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
         raise ValueError(f"hyper_hidden must be a sequence of positive integers, got {hyper_hidden!r}")
+    if isinstance(shared_hyper, bool) or not isinstance(shared_hyper, int) or shared_hyper < 0:
+        raise ValueError(f"shared_hyper must be an integer >= 0 (0: no shared layer), got {shared_hyper!r}")
     distortion = info.distortion if distortion is None else distortion
     get_distortion(distortion)  # validates, lists the valid names
     return VAE(dataset=dataset, arch=arch, mr=bool(mr), latent_dim=latent_dim,
                beta_range=_as_beta_range(beta_range), enc_gate=enc_gate, dec_gate=dec_gate,
-               hyper_hidden=hidden, distortion=distortion)
+               hyper_hidden=hidden, distortion=distortion, shared_hyper=shared_hyper)
 
 
 def build_from_config(config: Any, data: Any = None) -> VAE:

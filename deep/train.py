@@ -497,7 +497,8 @@ def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     nearly beta-independent model (measured on Omniglot, 150 steps: rate 6.2 / 5.3 / 4.8 nats at
     beta = 0.01 / 1 / 10 with x1 against 39.9 / 6.7 / 1.0 with x30).  The schedule scales both groups."""
     cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[config.optimizer]
-    hyper_ids = {id(p) for mod in model.modules() if isinstance(mod, Gate) for p in mod.parameters()}
+    hyper_ids = {id(p) for mod in model.modules() if isinstance(mod, Gate) or getattr(mod, "is_hyper", False)
+                 for p in mod.parameters()}
     base = [p for p in model.parameters() if id(p) not in hyper_ids]
     hyper = [p for p in model.parameters() if id(p) in hyper_ids]
     groups = [{"params": base, "lr": config.lr}]

@@ -335,3 +335,30 @@ def test_recalibrate_batchnorm_sets_the_statistics_of_one_beta():
     recalibrate_batchnorm(model, batches, 10.0)
     assert torch.allclose(bn.running_mean, mean_hi, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(bn.running_mean, mean_lo, atol=1e-3)
+
+
+def test_shared_hyper_mlp_variant_of_appendix_d():
+    """shared_hyper=H: one relu(Linear(1->H)) shared by all gates, each gate its own Linear(H->C)."""
+    from deep.train import TrainConfig, _make_optimizer
+
+    torch.manual_seed(0)
+    plain = build_model("mnist", "resnet", mr=True)
+    shared = build_model("mnist", "resnet", mr=True, shared_hyper=8)
+    channels = plain.num_gated_channels
+    assert shared.num_gated_channels == channels
+    # affine gates: 2 per channel; shared: (8 + 1) per channel + the trunk's 8 weights + 8 biases
+    assert count_parameters(shared) - count_parameters(plain) == 7 * channels + 16
+    rebuilt = build_model(**shared.config)
+    assert rebuilt.config == shared.config and count_parameters(rebuilt) == count_parameters(shared)
+    assert "shared_hyper" not in plain.config          # old configs stay unchanged
+    x = (torch.rand(3, 1, 28, 28) > 0.5).float()
+    with torch.no_grad():
+        for p in shared.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        lo, hi = shared.eval().encode(x, 0.01).mu, shared.encode(x, 10.0).mu
+    assert not torch.allclose(lo, hi)                  # the response depends on beta through the trunk
+    opt = _make_optimizer(TrainConfig(dataset="mnist", hyper_lr_mult=30.0), shared)
+    hyper = {id(p) for p in opt.param_groups[1]["params"]}
+    assert all(id(p) in hyper for p in shared.hyper_trunk.parameters())
+    with pytest.raises(ValueError, match="shared_hyper"):
+        build_model("mnist", "resnet", shared_hyper=-1)
