@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GateContext
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GateContext, beta_batch
 
 from .families import UnknownArchError  # one error class for every family
 from .objectives import Distortion, NotALikelihoodError, gaussian_kl, get_distortion, vae_loss
@@ -457,13 +457,7 @@ class VAE(nn.Module):
 
     # -- beta handling ----------------------------------------------------------------------------------
     def _beta_vector(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
-        beta = torch.as_tensor(beta, dtype=like.dtype, device=like.device)
-        if beta.dim() == 0 or (beta.dim() == 1 and beta.shape[0] == 1):
-            return beta.reshape(1).expand(batch)
-        if beta.dim() == 1 and beta.shape[0] == batch:
-            return beta
-        raise ValueError(f"beta must be a float, a 0-dim tensor or a (B,) tensor with B={batch}; "
-                         f"got shape {tuple(beta.shape)}")
+        return beta_batch(beta, batch, like)
 
     def hyper_input(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor | None:
         """Standardised hyper-input ``u`` ``(B,)`` for an MR-VAE (``(B, H)`` shared hyper features with

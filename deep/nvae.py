@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch
 
 from .nvae_layers import (BernoulliLikelihood, DecCombiner, DecoderCell, EncCombiner, EncoderCell, GateContext,
                           GatedConv, LogisticMixtureLikelihood, normal_log_density, residual_normal_kl, soft_clamp)
@@ -405,13 +405,7 @@ class NVAE(nn.Module):
 
     # -- beta handling ----------------------------------------------------------------------------------
     def _beta_vector(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
-        beta = torch.as_tensor(beta, dtype=like.dtype, device=like.device)
-        if beta.dim() == 0 or (beta.dim() == 1 and beta.shape[0] == 1):
-            return beta.reshape(1).expand(batch)
-        if beta.dim() == 1 and beta.shape[0] == batch:
-            return beta
-        raise ValueError(f"beta must be a float, a 0-dim tensor or a (B,) tensor with B={batch}; "
-                         f"got shape {tuple(beta.shape)}")
+        return beta_batch(beta, batch, like)
 
     def gate_context(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> GateContext | None:
         """All gate factors for ``beta`` (``None`` for a beta-NVAE, which ignores beta)."""

@@ -35,6 +35,7 @@ __all__ = [
     "GATE_KINDS",
     "Gate",
     "GateContext",
+    "beta_batch",
     "HyperMLP",
     "gate_bias_for_value",
 ]
@@ -294,6 +295,18 @@ class Gate(nn.Module):
 
     def extra_repr(self) -> str:
         return f"features={self.features}, kind={self.kind}, channel_dim={self.channel_dim}"
+
+
+def beta_batch(beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
+    """``beta`` as a ``(batch,)`` tensor with ``like``'s dtype and device: a float or a 0-dim / 1-element
+    tensor is broadcast, a ``(batch,)`` tensor is kept; anything else raises ``ValueError``."""
+    beta = torch.as_tensor(beta, dtype=like.dtype, device=like.device)
+    if beta.dim() == 0 or (beta.dim() == 1 and beta.shape[0] == 1):
+        return beta.reshape(1).expand(batch)
+    if beta.dim() == 1 and beta.shape[0] == batch:
+        return beta
+    raise ValueError(f"beta must be a float, a 0-dim tensor or a (B,) tensor with B={batch}; "
+                     f"got shape {tuple(beta.shape)}")
 
 
 class GateContext:

@@ -145,3 +145,15 @@ def test_gate_context_equals_each_gate_and_its_gradients():
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
     assert len(ctx._factors) == 3          # the three affine sigmoid/sqrt gates were fused
     assert torch.allclose(ctx.factors(gates[1]), gates[1].factors(u))
+
+
+def test_beta_batch_broadcasts_scalars_and_rejects_wrong_shapes():
+    from linvae.conditioning import beta_batch
+
+    like = torch.zeros(3, dtype=torch.float64)
+    assert beta_batch(0.5, 4, like).tolist() == [0.5] * 4 and beta_batch(0.5, 4, like).dtype == torch.float64
+    assert beta_batch(torch.tensor([2.0]), 3, like).tolist() == [2.0] * 3
+    v = torch.tensor([0.1, 1.0, 10.0])
+    assert torch.equal(beta_batch(v, 3, like), v.double())
+    with pytest.raises(ValueError, match="B=4"):
+        beta_batch(v, 4, like)
