@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GateContext, beta_batch
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GateContext, beta_batch, GatedModel, as_beta_range
 
 from .families import UnknownArchError  # one error class for every family
 from .objectives import Distortion, NotALikelihoodError, gaussian_kl, get_distortion, vae_loss
@@ -385,7 +385,7 @@ class SharedHyperTrunk(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # the VAE
 # ----------------------------------------------------------------------------------------------------
-class VAE(nn.Module):
+class VAE(GatedModel, nn.Module):
     """Conv/ResNet beta-VAE (``mr=False``) or MR-VAE (``mr=True``); build it with :func:`build_model`.
 
     ``beta`` is always passed explicitly: a ``(B,)`` tensor, or a python float / 0-dim tensor broadcast to
@@ -422,20 +422,6 @@ class VAE(nn.Module):
                                hyper_hidden=hyper_hidden, hyper_in=hyper_in)
 
     # -- configuration ----------------------------------------------------------------------------------
-    @property
-    def config(self) -> dict:
-        """JSON-able keyword arguments of :func:`build_model` that rebuild this architecture."""
-        return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-                for k, v in self._config.items()}
-
-    def gates(self) -> list[Gate]:
-        """Every gate module (empty for a plain beta-VAE)."""
-        return [m for m in self.modules() if isinstance(m, Gate)]
-
-    @property
-    def num_gated_channels(self) -> int:
-        return sum(g.features for g in self.gates())
-
     def describe(self) -> dict:
         """JSON-able description for result files: config, parameter count, distortion, layer lists."""
         return {
@@ -523,22 +509,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _as_beta_range(beta_range: BetaRange | dict | Sequence[float]) -> BetaRange:
-    if isinstance(beta_range, BetaRange):
-        return beta_range
-    if isinstance(beta_range, dict):
-        try:
-            return BetaRange(float(beta_range["a"]), float(beta_range["b"]))
-        except KeyError:
-            raise ValueError(f"beta_range dict needs keys 'a' and 'b', got {sorted(beta_range)}") from None
-    try:
-        a, b = beta_range  # type: ignore[misc]
-    except (TypeError, ValueError):
-        raise ValueError(f"beta_range must be a BetaRange, a dict {{'a':..,'b':..}} or a pair (a, b); "
-                         f"got {beta_range!r}") from None
-    return BetaRange(float(a), float(b))
-
-
 def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_dim: int | None = None,
                 beta_range: BetaRange | dict | Sequence[float] = BetaRange(), enc_gate: str = "sigmoid",
                 dec_gate: str = "sqrt", hyper_hidden: Sequence[int] = (), distortion: str | None = None,
@@ -573,7 +543,7 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
     distortion = info.distortion if distortion is None else distortion
     get_distortion(distortion)  # validates, lists the valid names
     return VAE(dataset=dataset, arch=arch, mr=bool(mr), latent_dim=latent_dim,
-               beta_range=_as_beta_range(beta_range), enc_gate=enc_gate, dec_gate=dec_gate,
+               beta_range=as_beta_range(beta_range), enc_gate=enc_gate, dec_gate=dec_gate,
                hyper_hidden=hidden, distortion=distortion, shared_hyper=shared_hyper)
 
 

@@ -42,7 +42,6 @@ persistent vectors; :meth:`NVAE.objective` adds ``spectral_coef`` times it in tr
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import asdict, dataclass, fields
@@ -52,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch, GatedModel, as_beta_range
 
 from .nvae_layers import (BernoulliLikelihood, DecCombiner, DecoderCell, EncCombiner, EncoderCell, GateContext,
                           GatedConv, LogisticMixtureLikelihood, normal_log_density, residual_normal_kl, soft_clamp)
@@ -232,7 +231,7 @@ def count_parameters(model: nn.Module) -> int:
 # ----------------------------------------------------------------------------------------------------
 # the model
 # ----------------------------------------------------------------------------------------------------
-class NVAE(nn.Module):
+class NVAE(GatedModel, nn.Module):
     """Hierarchical NVAE; ``mr=True`` gives the MR-NVAE (see the module docstring).
 
     ``model(x, beta)`` -> :class:`NVAEOutput`; ``x`` ``(B, C, H, W)`` in [0, 1], ``beta`` a float or ``(B,)``.
@@ -258,7 +257,7 @@ class NVAE(nn.Module):
         if mr and opts.kl_balance:
             raise NVAEConfigError("KL balancing is for the beta-NVAE only: the MR-NVAE's loss is "
                                   "recon + sum_l beta * KL_l (notes 7.12); drop kl_balance or use mr=False")
-        beta_range = _as_beta_range(beta_range)
+        beta_range = as_beta_range(beta_range)
         self.dataset = str(dataset)
         self.data_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
         self.is_mr = bool(mr)
@@ -347,11 +346,6 @@ class NVAE(nn.Module):
 
     # -- configuration ----------------------------------------------------------------------------------
     @property
-    def config(self) -> dict:
-        """JSON-able dict that :func:`rebuild` turns back into this architecture."""
-        return copy.deepcopy(self._config)
-
-    @property
     def likelihood_name(self) -> str:
         return self.likelihood.name
 
@@ -362,14 +356,6 @@ class NVAE(nn.Module):
     @property
     def num_groups(self) -> int:
         return len(self.group_specs)
-
-    def gates(self) -> list[Gate]:
-        """Every gate (empty for a beta-NVAE)."""
-        return list(self._gate_list)
-
-    @property
-    def num_gated_channels(self) -> int:
-        return sum(g.features for g in self._gate_list)
 
     def describe(self) -> dict:
         """JSON-able description: config, parameters, groups, likelihood, conventions."""
@@ -581,18 +567,6 @@ class NVAE(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # construction
 # ----------------------------------------------------------------------------------------------------
-def _as_beta_range(beta_range: BetaRange | dict | Sequence[float]) -> BetaRange:
-    if isinstance(beta_range, BetaRange):
-        return beta_range
-    if isinstance(beta_range, dict):
-        try:
-            return BetaRange(float(beta_range["a"]), float(beta_range["b"]))
-        except KeyError:
-            raise NVAEConfigError(f"beta_range needs keys 'a' and 'b', got {sorted(beta_range)}") from None
-    a, b = beta_range  # type: ignore[misc]
-    return BetaRange(float(a), float(b))
-
-
 _OPTION_NAMES = tuple(f.name for f in fields(NVAEOptions))
 
 
@@ -644,7 +618,7 @@ def build_nvae(dataset: str, *, preset: str = "small", mr: bool = True,
     shape = tuple(data_shape) if data_shape is not None else known[0]  # type: ignore[index]
     lik = likelihood or known[1]  # type: ignore[index]
     return NVAE(dataset=str(dataset).lower(), data_shape=shape, likelihood=lik, mr=mr,
-                options=resolve_options(preset, **overrides), preset=preset, beta_range=_as_beta_range(beta_range),
+                options=resolve_options(preset, **overrides), preset=preset, beta_range=as_beta_range(beta_range),
                 enc_gate=enc_gate, dec_gate=dec_gate, hyper_hidden=hyper_hidden, train_beta=train_beta)
 
 

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch, GatedModel
 
 from .nets import DecoderOutput, EncoderOutput
 from .objectives import LOG_2PI, NotALikelihoodError, gaussian_kl, get_distortion
@@ -232,7 +232,7 @@ class MLPDecoder(nn.Module):
         return DecoderOutput(self.out(h).reshape(z.shape[0], *self.out_shape))
 
 
-class TCVAE(nn.Module):
+class TCVAE(GatedModel, nn.Module):
     """beta-TCVAE (``mr=False``) or MR-beta-TCVAE (``mr=True``) with the MLPs of Chen et al.
 
     ``model(x, beta)`` -> :class:`TCVAEOutput`; ``beta`` a float or ``(B,)`` tensor (ignored by a
@@ -266,16 +266,6 @@ class TCVAE(nn.Module):
                                   hyper_hidden=hyper_hidden, gate_first=gate_first_decoder)
 
     # -- configuration ----------------------------------------------------------------------------------
-    @property
-    def config(self) -> dict:
-        """JSON-able keyword arguments of :func:`build_model` (and :func:`rebuild`)."""
-        return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-                for k, v in self._config.items()}
-
-    def gates(self) -> list[Gate]:
-        """Every gate module (empty for a plain beta-TCVAE)."""
-        return [m for m in self.modules() if isinstance(m, Gate)]
-
     def describe(self) -> dict:
         """JSON-able description for result files."""
         return {"config": self.config, "parameters": sum(p.numel() for p in self.parameters()),

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GatedModel, as_beta_range
 
 from . import metrics as M
 from .objectives import gaussian_kl
@@ -186,7 +186,7 @@ def _as_batch(x: TextBatch | torch.Tensor) -> TextBatch:
                     f"{type(x).__name__}{tuple(x.shape) if torch.is_tensor(x) else ''}")
 
 
-class TextVAE(nn.Module):
+class TextVAE(GatedModel, nn.Module):
     """LSTM beta-VAE (``mr=False``) or MR-VAE over documents; build it with :func:`build_text_vae`.
 
     ``model(x, beta) -> TextVAEOutput``; ``encode(x, beta) -> TextEncoderOutput``;
@@ -236,20 +236,6 @@ class TextVAE(nn.Module):
                 p.uniform_(-s, s)
 
     # -- configuration ----------------------------------------------------------------------------------
-    @property
-    def config(self) -> dict:
-        """JSON-able keyword arguments of :func:`build_text_vae` (via :func:`rebuild`)."""
-        return {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-                for k, v in self._config.items()}
-
-    def gates(self) -> list[Gate]:
-        """Every gate module (empty for a plain beta-VAE)."""
-        return [m for m in self.modules() if isinstance(m, Gate)]
-
-    @property
-    def num_gated_channels(self) -> int:
-        return sum(g.features for g in self.gates())
-
     def describe(self) -> dict:
         """JSON-able description for result files."""
         c = self._config
@@ -388,15 +374,6 @@ def _probability(name: str, value: Any) -> float:
     return p
 
 
-def _as_beta_range(beta_range: BetaRange | dict | Sequence[float]) -> BetaRange:
-    if isinstance(beta_range, BetaRange):
-        return beta_range
-    if isinstance(beta_range, dict):
-        return BetaRange(float(beta_range["a"]), float(beta_range["b"]))
-    a, b = beta_range  # type: ignore[misc]
-    return BetaRange(float(a), float(b))
-
-
 def build_text_vae(vocab_size: int, *, mr: bool = True, latent_dim: int = 32, embed_dim: int = 256,
                    hidden_dim: int = 256, dec_dropout_in: float = 0.5, dec_dropout_out: float = 0.5,
                    beta_range: BetaRange | dict | Sequence[float] = BetaRange(), enc_gate: str = "sigmoid",
@@ -423,7 +400,7 @@ def build_text_vae(vocab_size: int, *, mr: bool = True, latent_dim: int = 32, em
                    embed_dim=_positive_int("embed_dim", embed_dim), hidden_dim=_positive_int("hidden_dim", hidden_dim),
                    dec_dropout_in=_probability("dec_dropout_in", dec_dropout_in),
                    dec_dropout_out=_probability("dec_dropout_out", dec_dropout_out),
-                   beta_range=_as_beta_range(beta_range), enc_gate=enc_gate, dec_gate=dec_gate,
+                   beta_range=as_beta_range(beta_range), enc_gate=enc_gate, dec_gate=dec_gate,
                    hyper_hidden=hidden, init=init, vocab_digest=vocab_digest,
                    logit_chunk=_positive_int("logit_chunk", logit_chunk))
 

@@ -17,6 +17,7 @@ Conventions
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ __all__ = [
     "Gate",
     "GateContext",
     "beta_batch",
+    "as_beta_range",
+    "GatedModel",
     "HyperMLP",
     "gate_bias_for_value",
 ]
@@ -295,6 +298,44 @@ class Gate(nn.Module):
 
     def extra_repr(self) -> str:
         return f"features={self.features}, kind={self.kind}, channel_dim={self.channel_dim}"
+
+
+def as_beta_range(value: "BetaRange | dict | Sequence[float]") -> "BetaRange":
+    """A :class:`BetaRange` from a BetaRange, a dict ``{"a": .., "b": ..}`` (as stored in model configs) or a
+    pair ``(a, b)``; anything else raises :class:`BetaRangeError` saying which forms are accepted."""
+    if isinstance(value, BetaRange):
+        return value
+    if isinstance(value, dict):
+        try:
+            return BetaRange(float(value["a"]), float(value["b"]))
+        except KeyError:
+            raise BetaRangeError(f"beta_range dict needs keys 'a' and 'b', got {sorted(value)}") from None
+    try:
+        a, b = value  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise BetaRangeError(f"beta_range must be a BetaRange, a dict {{'a':..,'b':..}} or a pair (a, b); "
+                             f"got {value!r}") from None
+    return BetaRange(float(a), float(b))
+
+
+class GatedModel:
+    """Mixin for the model families' ``nn.Module``s: ``config`` (a copy of ``self._config``, the JSON-able
+    keyword arguments that rebuild the model), ``gates()`` and ``num_gated_channels``."""
+
+    _config: dict
+
+    @property
+    def config(self) -> dict:
+        """JSON-able keyword arguments that rebuild this architecture (a copy)."""
+        return copy.deepcopy(self._config)
+
+    def gates(self) -> list["Gate"]:
+        """Every gate module (empty for a plain beta-VAE)."""
+        return [m for m in self.modules() if isinstance(m, Gate)]  # type: ignore[attr-defined]
+
+    @property
+    def num_gated_channels(self) -> int:
+        return sum(g.features for g in self.gates())
 
 
 def beta_batch(beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
