@@ -242,8 +242,10 @@ def deep() -> None:
 @click.option("--beta", type=float, default=1.0, show_default=True, help="beta of a --beta-vae run.")
 @click.option("--beta-range", nargs=2, type=float, default=(0.01, 10.0), show_default=True,
               metavar="A B", help="MR-VAE training range of beta (log-uniform).")
-@click.option("--beta-sampling", type=click.Choice(["example", "batch"]), default="example", show_default=True,
-              help="One beta per example (reference code) or per minibatch (paper's Algorithm 1).")
+@click.option("--beta-sampling", type=click.Choice(["example", "batch", "stratified"]), default="example",
+              show_default=True,
+              help="One beta per example (reference code), per minibatch (paper's Algorithm 1), or per example "
+                   "stratified over the range (each batch covers [a, b] evenly; same log-uniform marginal).")
 @click.option("--kl-schedule", type=click.Choice(["constant", "linear", "cyclical"]), default="constant",
               show_default=True, help="KL weight schedule (linear: 0 -> beta over the first 30%).")
 @click.option("--kl-schedule-unit", type=click.Choice(["step", "epoch"]), default="step", show_default=True)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from linvae.conditioning import BetaRange, Gate
+from linvae.conditioning import BETA_SAMPLING, BetaRange, Gate
 
 from . import distributed as D
 from . import families
@@ -60,7 +60,6 @@ KL_SCHEDULES = ("constant", "linear", "cyclical")
 LR_SCHEDULES = ("cosine", "plateau", "constant")
 OBJECTIVES = ("elbo", "tcvae")
 OPTIMIZERS = ("adam", "adamax")
-BETA_SAMPLING = ("example", "batch")
 PRECISIONS = D.PRECISIONS
 #: The paper's 10 baseline betas, log-spaced in [0.01, 10] (np.logspace(-2, 1, 10)).
 BASELINE_BETAS = tuple(float(b) for b in np.logspace(-2, 1, 10))
@@ -452,7 +451,9 @@ def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any =
                                 else "at the run's beta"))
     if config.mr:
         out["beta_range"] = config.beta_range.to_dict()
-        out["beta_sampling"] = f"log-uniform, one beta per {config.beta_sampling}"
+        out["beta_sampling"] = ("log-uniform, one beta per example, stratified: one from each of B equal slices "
+                                "of [log a, log b] per batch of B" if config.beta_sampling == "stratified"
+                                else f"log-uniform, one beta per {config.beta_sampling}")
     else:
         out["beta"] = config.beta
     out["kl_schedule"] = {
@@ -660,7 +661,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     beta_gen = torch.Generator().manual_seed(config.seed + 7919)
     gens = {"data": data_gen, "beta": beta_gen}
     # processes r > 0 draw per-example betas from their own stream (reseeded every epoch)
-    own_betas = ctx.rank > 0 and config.beta_sampling == "example"
+    own_betas = ctx.rank > 0 and config.beta_sampling != "batch"
     rank_beta_gen = torch.Generator() if own_betas else beta_gen
     beta_range = config.beta_range
 

@@ -48,6 +48,10 @@ class BetaRangeError(ValueError):
     """Raised for an invalid beta range or an invalid beta value."""
 
 
+#: How :meth:`BetaRange.sample` draws a batch of betas (see its docstring).
+BETA_SAMPLING = ("example", "batch", "stratified")
+
+
 @dataclass(frozen=True)
 class BetaRange:
     """Log-uniform training range ``[a, b]`` of beta, with ``0 < a < b``."""
@@ -115,16 +119,23 @@ class BetaRange:
         """Draw ``n`` betas, log-uniform on ``[a, b]``; shape ``(n,)``.
 
         ``per="example"`` draws one beta per example (the reference code's choice);
-        ``per="batch"`` draws one beta and repeats it ``n`` times (the paper's Algorithm 1).
+        ``per="batch"`` draws one beta and repeats it ``n`` times (the paper's Algorithm 1);
+        ``per="stratified"`` draws one beta per example from each of ``n`` equal slices of
+        ``[log a, log b]``, in random order: every beta is still log-uniform, the batch covers the whole
+        range (both ends included) and the batch mean of the objective has lower variance.
         """
-        if per not in ("example", "batch"):
-            raise ValueError(f"per must be 'example' or 'batch', got {per!r}")
+        if per not in BETA_SAMPLING:
+            raise ValueError(f"per must be one of {BETA_SAMPLING}, got {per!r}")
         dtype = dtype or torch.get_default_dtype()
-        m = n if per == "example" else 1
-        u01 = torch.rand(m, generator=generator, dtype=dtype, device="cpu").to(device or "cpu")
+        m = 1 if per == "batch" else n
+        u01 = torch.rand(m, generator=generator, dtype=dtype, device="cpu")
+        if per == "stratified":
+            slot = torch.randperm(n, generator=generator, device="cpu").to(dtype)
+            u01 = (slot + u01) / n
+        u01 = u01.to(device or "cpu")
         log_beta = self.log_a + (self.log_b - self.log_a) * u01
         beta = torch.exp(log_beta)
-        return beta if per == "example" else beta.expand(n).clone()
+        return beta.expand(n).clone() if per == "batch" else beta
 
     def grid(self, n: int = 20) -> torch.Tensor:
         """``n`` log-spaced betas from a to b (float64), shape ``(n,)``."""

@@ -22,6 +22,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -36,49 +37,58 @@ DATASET, ARCH = "tiny", "tinymlp"
 BUILT: list["TinyVAE"] = []
 
 
-class EncOut(tuple):
-    """``(mu, log_var)`` with names."""
-
-    def __new__(cls, mu: torch.Tensor, log_var: torch.Tensor) -> "EncOut":
-        return super().__new__(cls, (mu, log_var))
-
-    mu = property(lambda self: self[0])
-    log_var = property(lambda self: self[1])
+class EncOut(NamedTuple):
+    mu: torch.Tensor
+    log_var: torch.Tensor
 
 
-class DecOut(tuple):
-    def __new__(cls, logits: torch.Tensor) -> "DecOut":
-        return super().__new__(cls, (logits,))
-
-    logits = property(lambda self: self[0])
+class DecOut(NamedTuple):
+    logits: torch.Tensor
 
 
 class TinyVAE(nn.Module):
-    """MLP VAE on 1x6x6 images (hidden 16, 3 latents); records the batch sizes and betas it trains on."""
+    """MLP VAE on 1x6x6 images (hidden 16, 3 latents); the MR version has a sigmoid encoder gate and a sqrt
+    decoder gate.
+
+    It records what it trains on: ``seen_betas`` (one tensor per training forward) and ``calls`` (training
+    forwards). Fault injection for the trainer's guards: ``nan_after`` (the rate is NaN after that many
+    training forwards, in process ``nan_rank`` only) and ``poison_at`` (at that training forward a weight
+    becomes NaN while the step's loss stays finite). ``batch_norm`` adds a BatchNorm after the first encoder
+    layer; ``sample=False`` makes the encoder deterministic (``z = mu``).
+    """
 
     def __init__(self, mr: bool = True, latent_dim: int = 3, hidden: int = 16,
-                 beta_range: BetaRange = BetaRange(), sample: bool = True, nan_after: int | None = None,
-                 nan_rank: int = 0) -> None:
+                 beta_range: BetaRange = BetaRange(), *, sample: bool = True, batch_norm: bool = False,
+                 nan_after: int | None = None, nan_rank: int = 0, arch: str = ARCH) -> None:
         super().__init__()
         self.is_mr, self.latent_dim, self.beta_range, self.sample = mr, latent_dim, beta_range, sample
         self.distortion = get_distortion("bernoulli")
-        self.config = {"dataset": DATASET, "arch": ARCH, "mr": mr, "latent_dim": latent_dim, "hidden": hidden,
-                       "beta_range": {"a": beta_range.a, "b": beta_range.b}, "sample": sample}
+        self.config = {"dataset": DATASET, "arch": arch, "mr": mr, "latent_dim": latent_dim, "hidden": hidden,
+                       "distortion": "bernoulli", "beta_range": {"a": beta_range.a, "b": beta_range.b},
+                       "sample": sample, "batch_norm": batch_norm}
         d = math.prod(SHAPE)
         self.enc1 = nn.Linear(d, hidden)
         self.enc_mu, self.enc_lv = nn.Linear(hidden, latent_dim), nn.Linear(hidden, latent_dim)
         self.dec1, self.dec2 = nn.Linear(latent_dim, hidden), nn.Linear(hidden, d)
+        self.bn = nn.BatchNorm1d(hidden) if batch_norm else None
         self.g_enc = Gate(hidden, "sigmoid") if mr else None
         self.g_dec = Gate(hidden, "sqrt") if mr else None
-        self.seen_betas: list[list[float]] = []
+        self.seen_betas: list[torch.Tensor] = []
         self.nan_after, self.nan_rank = nan_after, nan_rank
+        self.poison_at: int | None = None
+
+    @property
+    def calls(self) -> int:
+        return len(self.seen_betas)
 
     def _u(self, beta, n, like):
-        beta = torch.as_tensor(beta, dtype=torch.float32, device=like.device).reshape(-1).expand(n)
+        beta = torch.as_tensor(beta, dtype=like.dtype, device=like.device).reshape(-1).expand(n)
         return self.beta_range.standardize(beta) if self.is_mr else None
 
     def encode(self, x, beta):
         h = self.enc1(x.flatten(1))
+        if self.bn is not None:
+            h = self.bn(h)
         if self.is_mr:
             h = self.g_enc(h, self._u(beta, x.shape[0], h))
         h = torch.relu(h)
@@ -90,18 +100,24 @@ class TinyVAE(nn.Module):
             h = self.g_dec(h, self._u(beta, z.shape[0], h))
         return DecOut(self.dec2(torch.relu(h)).reshape(z.shape[0], *SHAPE))
 
-    def forward(self, x, beta):
+    def forward(self, x, beta, *, generator=None):
         if self.training:
-            self.seen_betas.append(torch.as_tensor(beta).detach().float().reshape(-1).tolist())
+            self.seen_betas.append(torch.as_tensor(beta).detach().float().clone().reshape(-1).cpu())
         mu, lv = self.encode(x, beta)
-        z = mu + torch.exp(0.5 * lv) * torch.randn(mu.shape, device=mu.device, dtype=mu.dtype) if self.sample else mu
+        noise = (torch.randn(mu.shape, generator=generator).to(mu) if generator is not None
+                 else torch.randn(mu.shape, device=mu.device, dtype=mu.dtype))
+        z = mu + torch.exp(0.5 * lv) * noise if self.sample else mu
         logits = self.decode(z, beta).logits
         rate = gaussian_kl(mu, lv)
-        if self.training and self.nan_after is not None and len(self.seen_betas) > self.nan_after:
+        if self.training and self.nan_after is not None and self.calls > self.nan_after:
             import torch.distributed as dist
 
             if (dist.get_rank() if dist.is_initialized() else 0) == self.nan_rank:
                 rate = rate * float("nan")
+        if self.training and self.poison_at is not None and self.calls == self.poison_at:
+            with torch.no_grad():
+                self.dec2.bias[0] = float("nan")
+            logits = logits.detach() + 0.0 * logits  # keep this step's loss finite
         return VAEOutput(mu, lv, z, logits, rate, self.distortion(logits, x))
 
     def log_likelihood(self, x, z, beta):
@@ -149,7 +165,8 @@ def build(config, data) -> TinyVAE:
 def rebuild(model_config: dict) -> TinyVAE:
     br = model_config["beta_range"]
     return TinyVAE(mr=model_config["mr"], latent_dim=model_config["latent_dim"], hidden=model_config["hidden"],
-                   beta_range=BetaRange(br["a"], br["b"]), sample=model_config.get("sample", True))
+                   beta_range=BetaRange(br["a"], br["b"]), sample=model_config.get("sample", True),
+                   batch_norm=model_config.get("batch_norm", False), arch=model_config.get("arch", ARCH))
 
 
 def entries() -> tuple:
@@ -198,7 +215,7 @@ def _main(argv: list[str]) -> int:
 
     rank = dist.get_rank() if dist.is_initialized() else 0
     out.mkdir(parents=True, exist_ok=True)
-    seen = BUILT[-1].seen_betas if BUILT else []
+    seen = [b.tolist() for b in BUILT[-1].seen_betas] if BUILT else []
     (out / f"rank{rank}.json").write_text(json.dumps({
         "rank": rank, "world_size": dist.get_world_size() if dist.is_initialized() else 1,
         "batch_sizes": [len(b) for b in seen], "betas": seen, "error": error}))

@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from deep.nets import VAEOutput
-from linvae.conditioning import BetaRange, BetaRangeError, Gate
-from deep.objectives import gaussian_kl, get_distortion
+import _tiny_family as F
+from linvae.conditioning import BetaRange, BetaRangeError
+from deep.objectives import gaussian_kl
 from deep import evaluate as E
 from deep import train as T
 from deep.runs import (CheckpointError, CheckpointMismatchError, NonFiniteLossError, RunError,
@@ -28,101 +26,14 @@ from deep.runs import (CheckpointError, CheckpointMismatchError, NonFiniteLossEr
 # ------------------------------------------------------------------------------------------
 # stand-ins following the contract
 # ------------------------------------------------------------------------------------------
-class EncOut(NamedTuple):
-    mu: torch.Tensor
-    log_var: torch.Tensor
+class TinyVAE(F.TinyVAE):
+    """The tiny family's MLP VAE (tests/_tiny_family.py) registered here as architecture ``mlp``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, arch="mlp", **kwargs)
 
 
-class DecOut(NamedTuple):
-    logits: torch.Tensor
-
-
-SHAPE = (1, 6, 6)
-
-
-class TinyVAE(nn.Module):
-    """MLP VAE on 1x6x6 images; MR version has a sigmoid encoder gate and a sqrt decoder gate."""
-
-    def __init__(self, mr: bool = True, latent_dim: int = 3, hidden: int = 16,
-                 beta_range: BetaRange = BetaRange(), batch_norm: bool = False) -> None:
-        super().__init__()
-        self.is_mr, self.latent_dim, self.beta_range = mr, latent_dim, beta_range
-        self.distortion = get_distortion("bernoulli")
-        self.config = {"dataset": "tiny", "arch": "mlp", "mr": mr, "latent_dim": latent_dim, "hidden": hidden,
-                       "distortion": "bernoulli", "beta_range": {"a": beta_range.a, "b": beta_range.b},
-                       "batch_norm": batch_norm}
-        d = math.prod(SHAPE)
-        self.enc1 = nn.Linear(d, hidden)
-        self.enc_mu, self.enc_lv = nn.Linear(hidden, latent_dim), nn.Linear(hidden, latent_dim)
-        self.dec1, self.dec2 = nn.Linear(latent_dim, hidden), nn.Linear(hidden, d)
-        self.bn = nn.BatchNorm1d(hidden) if batch_norm else None
-        self.g_enc = Gate(hidden, "sigmoid") if mr else None
-        self.g_dec = Gate(hidden, "sqrt") if mr else None
-        self.calls = 0
-        self.seen_betas: list[torch.Tensor] = []
-        self.nan_after: int | None = None    # forward calls after which the rate is NaN
-        self.poison_at: int | None = None    # forward call at which a weight becomes NaN (loss still finite)
-
-    def _u(self, beta, n, like):
-        beta = torch.as_tensor(beta, dtype=like.dtype).reshape(-1).expand(n)
-        return self.beta_range.standardize(beta) if self.is_mr else None
-
-    def encode(self, x, beta):
-        h = self.enc1(x.flatten(1))
-        if self.bn is not None:
-            h = self.bn(h)
-        if self.is_mr:
-            h = self.g_enc(h, self._u(beta, x.shape[0], h))
-        h = torch.relu(h)
-        return EncOut(self.enc_mu(h), self.enc_lv(h).clamp(-8, 8))
-
-    def decode(self, z, beta):
-        h = self.dec1(z)
-        if self.is_mr:
-            h = self.g_dec(h, self._u(beta, z.shape[0], h))
-        return DecOut(self.dec2(torch.relu(h)).reshape(z.shape[0], *SHAPE))
-
-    def forward(self, x, beta, *, generator=None):
-        self.calls += 1
-        self.seen_betas.append(torch.as_tensor(beta).detach().clone().reshape(-1))
-        mu, lv = self.encode(x, beta)
-        z = mu + torch.exp(0.5 * lv) * torch.randn(mu.shape, generator=generator)
-        logits = self.decode(z, beta).logits
-        rate = gaussian_kl(mu, lv)
-        if self.nan_after is not None and self.calls > self.nan_after:
-            rate = rate * float("nan")
-        if self.poison_at is not None and self.calls == self.poison_at:
-            with torch.no_grad():
-                self.dec2.bias[0] = float("nan")
-            logits = logits.detach() + 0.0 * logits  # keep this step's loss finite
-        return VAEOutput(mu, lv, z, logits, rate, self.distortion(logits, x))
-
-    def log_likelihood(self, x, z, beta):
-        return self.distortion.log_likelihood(self.decode(z, beta).logits, x)
-
-
-class TinySplit:
-    """ImageSplit-like binary data: noisy copies of 4 prototype patterns (dynamic binarisation in train)."""
-
-    def __init__(self, n: int = 160, split: str = "train", seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(123)
-        protos = (torch.rand((4, *SHAPE), generator=g) > 0.5).float()
-        labels = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(seed))
-        self.probs = 0.05 + 0.9 * protos[labels]
-        self.fixed = torch.bernoulli(self.probs, generator=torch.Generator().manual_seed(777))
-        self.name, self.split, self.shape = "tiny", split, SHAPE
-        self.protocol, self.binarization = "synthetic stand-in", "dynamic" if split == "train" else "fixed-seed"
-
-    def __len__(self):
-        return self.probs.shape[0]
-
-    def get_batch(self, index, *, train=False, generator=None):
-        idx = torch.as_tensor(index, dtype=torch.long)
-        return torch.bernoulli(self.probs[idx], generator=generator) if train else self.fixed[idx].clone()
-
-    def meta(self):
-        return {"name": self.name, "split": self.split, "n": len(self), "shape": list(self.shape),
-                "protocol": self.protocol, "binarization": self.binarization}
+TinySplit = F.TinySplit
 
 
 def tiny_config(tmp_path, **kw) -> T.TrainConfig:
@@ -324,7 +235,7 @@ def test_nan_parameters_are_never_checkpointed(tmp_path):
     assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
-@pytest.mark.parametrize("per", ["example", "batch"])
+@pytest.mark.parametrize("per", ["example", "batch", "stratified"])
 def test_mr_beta_sampling_per_example_or_per_batch(tmp_path, per):
     cfg = tiny_config(tmp_path, epochs=1, beta_sampling=per, beta_a=0.1, beta_b=5.0)
     _, model = run(cfg)
@@ -335,6 +246,10 @@ def test_mr_beta_sampling_per_example_or_per_batch(tmp_path, per):
     distinct = [torch.unique(b).numel() for b in betas]
     if per == "example":
         assert all(d == 32 for d in distinct)
+    elif per == "stratified":  # one beta in each of the 32 slices of [log 0.1, log 5]
+        for b in betas:
+            slot = ((torch.log(b.double()) - math.log(0.1)) / math.log(50.0) * 32).floor().long()
+            assert sorted(slot.tolist()) == list(range(32))
     else:
         assert all(d == 1 for d in distinct) and torch.unique(allb).numel() == 5
 
