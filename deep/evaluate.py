@@ -134,9 +134,7 @@ def rd_sweep(model: nn.Module, data: Any, betas: Sequence[float] | torch.Tensor,
     Returns a dict of lists indexed by beta (and ``images``: tensors for :func:`save_image_grids`).
     """
     device = _model_device(model)
-    betas_t = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
-    if betas_t.numel() == 0 or bool((betas_t <= 0).any()):
-        raise ValueError(f"betas must be a non-empty list of positive numbers, got {betas_t.tolist()}")
+    betas_t = M.evaluation_betas(betas)
     k_betas = betas_t.numel()
     n = len(data) if max_examples is None else min(len(data), int(max_examples))
     if n < 2:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ import torch
 from .objectives import LOG_2PI, gaussian_kl
 
 __all__ = [
+    "evaluation_betas",
     "ActiveUnits",
     "active_units",
     "mutual_information",
@@ -48,6 +49,17 @@ class ActiveUnits(NamedTuple):
 
     count: int
     variances: torch.Tensor
+
+
+def evaluation_betas(betas: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """The betas of an RD sweep as a float64 tensor ``(K,)``; ValueError unless non-empty and all > 0.
+
+    Shared by every family's sweep so they accept and reject the same inputs.
+    """
+    betas_t = torch.as_tensor(betas if torch.is_tensor(betas) else list(betas), dtype=torch.float64).reshape(-1)
+    if betas_t.numel() == 0 or bool((betas_t <= 0).any()) or not bool(torch.isfinite(betas_t).all()):
+        raise ValueError(f"betas must be a non-empty list of positive finite numbers, got {betas_t.tolist()}")
+    return betas_t
 
 
 def active_units(mu_all: torch.Tensor, threshold: float = 0.01) -> ActiveUnits:

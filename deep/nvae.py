@@ -53,6 +53,7 @@ from torch import nn
 
 from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch, GatedModel, as_beta_range
 
+from . import metrics as M
 from .nvae_layers import (BernoulliLikelihood, DecCombiner, DecoderCell, EncCombiner, EncoderCell, GateContext,
                           GatedConv, LogisticMixtureLikelihood, normal_log_density, residual_normal_kl, soft_clamp)
 
@@ -730,9 +731,7 @@ def sweep(model: NVAE, data: Any, betas: Sequence[float], *, batch_size: int = 1
     """
     p = next(model.parameters())
     device = p.device
-    betas_t = torch.as_tensor(list(betas), dtype=torch.float64).reshape(-1)
-    if betas_t.numel() == 0 or bool((betas_t <= 0).any()):
-        raise ValueError(f"betas must be a non-empty list of positive numbers, got {betas_t.tolist()}")
+    betas_t = M.evaluation_betas(betas)
     kb = betas_t.numel()
     n = len(data) if max_examples is None else min(len(data), int(max_examples))
     if n < 1:

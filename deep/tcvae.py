@@ -474,9 +474,7 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
     from . import metrics as M
 
     device = next(model.parameters()).device
-    betas_t = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
-    if betas_t.numel() == 0 or bool((betas_t <= 0).any()):
-        raise ValueError(f"betas must be a non-empty list of positive numbers, got {betas_t.tolist()}")
+    betas_t = M.evaluation_betas(betas)
     n_all = len(data)
     n = n_all if max_examples is None else max(2, min(n_all, int(max_examples)))
     perm = torch.randperm(n_all, generator=torch.Generator().manual_seed(seed))[:n]
@@ -591,7 +589,7 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
             "loss": f"the training objective at beta: {OBJECTIVES[model.objective_name]}",
             "mi": f"index-code MI E[log q(z|x) - log q(z)], {ESTIMATORS[est]}, random minibatches of "
                   f"{batch_size}, N = {n_dataset}",
-            "tc": f"total correlation E[log q(z) - sum_j log q(z_j)], same estimator",
+            "tc": "total correlation E[log q(z) - sum_j log q(z_j)], same estimator",
             "dim_kl": "dimension-wise KL E[sum_j log q(z_j) - log p(z)], same estimator",
             "kl_sample": "one-sample KL estimate log q(z|x) - log p(z) = mi + tc + dim_kl",
             "iw_nll": (f"importance-weighted NLL, k={iw_k}" if iw_k else "disabled (iw_k=0)"),

@@ -502,9 +502,7 @@ def sweep(model: TextVAE, data: TextSplit, betas: Sequence[float] | torch.Tensor
     """
     model_device = next(model.parameters()).device
     check_vocab(model, data)
-    betas_t = torch.as_tensor(betas, dtype=torch.float64).reshape(-1)
-    if betas_t.numel() == 0 or bool((betas_t <= 0).any()):
-        raise ValueError(f"betas must be a non-empty list of positive numbers, got {betas_t.tolist()}")
+    betas_t = M.evaluation_betas(betas)
     if batch_size < 1 or iw_k < 0:
         raise ValueError(f"batch_size must be >= 1 and iw_k >= 0; got {batch_size}, {iw_k}")
     n_betas = betas_t.numel()
@@ -608,8 +606,8 @@ def sweep(model: TextVAE, data: TextSplit, betas: Sequence[float] | torch.Tensor
                           "token NLL summed over the words and </s>; nats per document",
             "neg_elbo": "rate + distortion (one-sample negative ELBO), nats per document",
             "loss": "distortion + beta * rate, nats per document",
-            "iw_nll": f"importance-weighted NLL -log 1/k sum_i p(x, z_i) / q(z_i|x), k = iw_k (He et al. 2019: "
-                      f"500), nats per document, mean over the first iw_examples documents",
+            "iw_nll": "importance-weighted NLL -log 1/k sum_i p(x, z_i) / q(z_i|x), k = iw_k (He et al. 2019: "
+                      "500), nats per document, mean over the first iw_examples documents",
             "perplexity": "exp(sum of iw_nll over the IW documents / their n_tokens); " + TOKEN_CONVENTION,
             "perplexity_elbo": "exp(sum of neg_elbo / n_tokens), an upper bound on perplexity; " + TOKEN_CONVENTION,
             "distortion_per_token": "sum of distortion / n_tokens, nats per token",

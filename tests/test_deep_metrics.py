@@ -11,6 +11,7 @@ import torch
 
 from deep.metrics import active_units, fid, frechet_distance, gaussian_log_density_matrix, iw_nll, \
     mutual_information
+from deep import metrics as M
 from deep.objectives import gaussian_kl
 
 LOG_2PI = math.log(2 * math.pi)
@@ -219,3 +220,15 @@ def test_fid_wrapper_with_a_feature_extractor():
     assert got == pytest.approx(want, rel=1e-6)
     assert fid(real, real, extractor) == pytest.approx(0.0, abs=1e-8)
     assert got > 0.01
+
+
+@pytest.mark.parametrize("bad", [[], [0.1, 0.0], [-1.0], [float("nan")], [float("inf")]])
+def test_evaluation_betas_rejects_empty_nonpositive_and_nonfinite(bad):
+    with pytest.raises(ValueError, match="positive finite"):
+        M.evaluation_betas(bad)
+
+
+def test_evaluation_betas_accepts_lists_arrays_and_tensors():
+    for given in ([0.01, 1.0], np.array([0.01, 1.0]), torch.tensor([0.01, 1.0]), (0.01, 1.0)):
+        b = M.evaluation_betas(given)
+        assert b.dtype == torch.float64 and b.tolist() == pytest.approx([0.01, 1.0])
