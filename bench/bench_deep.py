@@ -1,8 +1,11 @@
 """Side-by-side speed and memory of deep MR-VAEs vs beta-VAEs (one run, ratios printed).
 
-1. Training throughput (examples/second) of an MR-VAE and a beta-VAE with the same network (ResNet,
-   28x28 binary MNIST), through the real trainer (:func:`deep.train.train`), alternating the two kinds
-   round by round so that both see the same machine load. Reports the MR overhead in %.
+1. Training throughput (examples/second) of a beta-VAE and two MR-VAEs with the same network (ResNet,
+   28x28 binary MNIST) through the real trainer (:func:`deep.train.train`): one beta per example (each
+   gate multiplies its layer's output) and one beta per batch (the paper's Algorithm 1; each gate is
+   folded into its layer's weights). The kinds rotate round by round so that all see the same machine
+   load. Reports the MR overhead in %. Also the same three kinds step by step on one batch,
+   interleaved, in wall and process-CPU time (robust to other load on the machine).
 2. Evaluation of a 20-point RD curve on N test images: all betas in one batched pass per test batch vs
    one pass over the data per beta (same test batch size; and per beta with as many rows per forward
    as the batched pass). Reports the speed-ups.
@@ -62,23 +65,84 @@ def _data(split: str, n: int, data_dir: str | None):
         return _Synthetic(n), "synthetic"
 
 
+#: the timed kinds: a beta-VAE, an MR-VAE with one beta per example (per-example gate multiplies) and an
+#: MR-VAE with one beta per batch (the paper's Algorithm 1: gates folded into the weights)
+TRAIN_KINDS = {"beta": dict(mr=False), "mr": dict(mr=True, beta_sampling="example"),
+               "mr_batch": dict(mr=True, beta_sampling="batch")}
+
+
 def bench_training(args, device) -> dict:
     data, source = _data("train", args.train_examples, args.data_dir)
-    rates = {"mr": [], "beta": []}
+    kinds = list(TRAIN_KINDS)
+    rates = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            order = ("mr", "beta") if r % 2 == 0 else ("beta", "mr")
+            order = kinds[r % len(kinds):] + kinds[:r % len(kinds)]  # rotate: each kind sees the same load
             for kind in order:
-                cfg = TrainConfig(dataset="mnist", arch=args.arch, mr=(kind == "mr"), epochs=1,
+                cfg = TrainConfig(dataset="mnist", arch=args.arch, epochs=1, **TRAIN_KINDS[kind],
                                   batch_size=128, device=str(device), out_dir=tmp, run_name=f"{kind}{r}",
                                   max_train_examples=args.train_examples, seed=r)
                 run_dir = train(cfg, data=data, progress=False)
                 rates[kind].append(read_jsonl(Path(run_dir) / "metrics.jsonl")[-1]["examples_per_s"])
-    mr, beta = statistics.median(rates["mr"]), statistics.median(rates["beta"])
+    med = {k: statistics.median(v) for k, v in rates.items()}
     return {"data": source, "examples_per_round": args.train_examples, "rounds": args.rounds,
-            "mr_examples_per_s": mr, "beta_examples_per_s": beta,
-            "mr_all": rates["mr"], "beta_all": rates["beta"],
-            "mr_time_overhead_pct": 100.0 * (beta / mr - 1.0)}
+            "mr_examples_per_s": med["mr"], "beta_examples_per_s": med["beta"],
+            "mr_batch_examples_per_s": med["mr_batch"],
+            "mr_all": rates["mr"], "beta_all": rates["beta"], "mr_batch_all": rates["mr_batch"],
+            "mr_time_overhead_pct": 100.0 * (med["beta"] / med["mr"] - 1.0),
+            "mr_batch_time_overhead_pct": 100.0 * (med["beta"] / med["mr_batch"] - 1.0)}
+
+
+def bench_steps(args, device) -> dict:
+    """Optimisation steps of the three kinds interleaved step by step (the order rotates every step) on one
+    fixed batch: median wall and process-CPU seconds per step. With one thread, CPU time does not count the
+    time this process waits for others, so the ratio holds on a shared machine where wall-clock rates of
+    whole epochs (:func:`bench_training`) do not."""
+    x = (torch.rand((128, 1, 28, 28), generator=torch.Generator().manual_seed(0)) < 0.13).float().to(device)
+    rng, gen = BetaRange(), torch.Generator().manual_seed(0)
+    kinds = list(TRAIN_KINDS)
+    models = {}
+    for kind in kinds:
+        torch.manual_seed(0)
+        m = build_model("mnist", args.arch, mr=TRAIN_KINDS[kind]["mr"]).to(device).train()
+        models[kind] = (m, torch.optim.Adam(m.parameters(), 1e-3))
+
+    def step(kind: str) -> tuple[float, float]:
+        m, opt = models[kind]
+        n = x.shape[0]
+        if kind == "beta":
+            beta = torch.ones(n)
+        else:
+            beta = rng.sample(n, per=TRAIN_KINDS[kind]["beta_sampling"], generator=gen)
+        beta = beta.to(device)
+        arg = beta[:1] if kind == "mr_batch" else beta  # one beta per batch goes in as one number (folded)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = m(x, arg)
+        loss = (out.distortion + beta * out.rate).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - w0, time.process_time() - c0
+
+    for kind in kinds:  # warm-up
+        step(kind)
+    wall = {k: [] for k in kinds}
+    cpu = {k: [] for k in kinds}
+    for i in range(args.steps):
+        j = i % len(kinds)
+        for kind in kinds[j:] + kinds[:j]:
+            dw, dc = step(kind)
+            wall[kind].append(dw)
+            cpu[kind].append(dc)
+    med_w = {k: statistics.median(v) for k, v in wall.items()}
+    med_c = {k: statistics.median(v) for k, v in cpu.items()}
+    return {"batch_size": x.shape[0], "steps": args.steps, "wall_s_per_step": med_w, "cpu_s_per_step": med_c,
+            **{f"{k}_overhead_pct_{t}": 100.0 * (med[k] / med["beta"] - 1.0)
+               for k in ("mr", "mr_batch") for t, med in (("wall", med_w), ("cpu", med_c))}}
 
 
 def bench_eval(args, device) -> dict:
@@ -100,10 +164,7 @@ def bench_eval(args, device) -> dict:
     for name, extra in variants:
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = rd_sweep(model, data, betas, **extra, **kw)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        out = rd_sweep(model, data, betas, **extra, **kw)  # its time_s covers the passes only
         t[name] = out["time_s"]
         rows[name] = out["rows_per_pass"]
         first[name] = (out["rate"], out["distortion"])
@@ -169,7 +230,8 @@ def main(argv=None) -> dict:
     p.add_argument("--arch", default="resnet", choices=["resnet", "conv"])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--train-examples", type=int, default=None, help="Examples per timed epoch.")
-    p.add_argument("--rounds", type=int, default=None, help="Alternating MR / beta rounds.")
+    p.add_argument("--rounds", type=int, default=None, help="Rotating beta / MR / MR-per-batch rounds.")
+    p.add_argument("--steps", type=int, default=None, help="Interleaved optimisation steps per kind.")
     p.add_argument("--eval-examples", type=int, default=None, help="Test images on the RD curve.")
     p.add_argument("--eval-batch-size", type=int, default=100)
     p.add_argument("--n-betas", type=int, default=20)
@@ -180,14 +242,26 @@ def main(argv=None) -> dict:
     big = device.type == "cuda"
     args.train_examples = args.train_examples or (512 if args.quick else (20000 if big else 2048))
     args.rounds = args.rounds or (2 if args.quick else 3)
+    args.steps = args.steps or (10 if args.quick else 30)
     args.eval_examples = args.eval_examples or (200 if args.quick else (10000 if big else 1000))
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"[bench] device={device} threads={torch.get_num_threads()} arch={args.arch}")
     tr = bench_training(args, device)
     print(f"training  ({tr['data']}, {tr['examples_per_round']} examples x {tr['rounds']} rounds, median):")
-    print(f"  beta-VAE {tr['beta_examples_per_s']:8.1f} examples/s   MR-VAE {tr['mr_examples_per_s']:8.1f} examples/s"
-          f"   MR time overhead {tr['mr_time_overhead_pct']:+.1f}%  (paper: <= 5%)")
+    print(f"  beta-VAE {tr['beta_examples_per_s']:8.1f} examples/s")
+    print(f"  MR-VAE, one beta per example {tr['mr_examples_per_s']:8.1f} examples/s   MR time overhead "
+          f"{tr['mr_time_overhead_pct']:+.1f}%  (paper: <= 5%)")
+    print(f"  MR-VAE, one beta per batch   {tr['mr_batch_examples_per_s']:8.1f} examples/s   MR time overhead "
+          f"{tr['mr_batch_time_overhead_pct']:+.1f}%  (gates folded into the weights)")
+    st = bench_steps(args, device)
+    print(f"training steps (batch {st['batch_size']}, {st['steps']} interleaved steps per kind, median per step):")
+    for kind, label in (("beta", "beta-VAE"), ("mr", "MR-VAE, one beta per example"),
+                        ("mr_batch", "MR-VAE, one beta per batch")):
+        over = "" if kind == "beta" else (f"   overhead wall {st[kind + '_overhead_pct_wall']:+.1f}%  "
+                                          f"CPU {st[kind + '_overhead_pct_cpu']:+.1f}%")
+        print(f"  {label:<30} wall {1e3 * st['wall_s_per_step'][kind]:7.1f} ms  CPU "
+              f"{1e3 * st['cpu_s_per_step'][kind]:7.1f} ms{over}")
     ev = bench_eval(args, device)
     print(f"evaluation ({ev['n_betas']}-point RD curve on {ev['n_examples']} images, "
           f"{ev['eval_batch_size']} test images per batch; rate/distortion identical: {ev['same_numbers']}):")
@@ -202,7 +276,7 @@ def main(argv=None) -> dict:
     print(f"peak training memory ({mem['metric']}, batch 128, 3 steps): beta-VAE {mem['beta'][mem['metric']]:.0f} MiB"
           f"   MR-VAE {mem['mr'][mem['metric']]:.0f} MiB   ratio {mem['mr_over_beta']:.3f}{extra}")
     result = {"device": str(device), "threads": torch.get_num_threads(), "arch": args.arch,
-              "training": tr, "evaluation": ev, "memory": mem}
+              "training": tr, "steps": st, "evaluation": ev, "memory": mem}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"[bench] wrote {args.json}")

@@ -1,10 +1,11 @@
 """Training throughput of the MR-NVAE vs the beta-NVAE (same hierarchy), side by side in one run.
 
 Each timed step is a full optimisation step: forward through the hierarchy, ``model.objective`` (distortion +
-weight * rate + the spectral regulariser), backward and an Adamax step.  The MR-NVAE draws one beta per example
-from log-U[0.01, 10] (the reference code's sampling); the beta-NVAE uses beta = 1.
+weight * rate + the spectral regulariser), backward and an Adamax step.  Two MR-NVAEs draw from log-U[0.01, 10]:
+one beta per example (the reference code's sampling; each gate multiplies its layer's output) and one beta per
+batch (the paper's Algorithm 1; each gate is folded into its layer's weights); the beta-NVAE uses beta = 1.
 
-The two kinds are interleaved STEP BY STEP (the order flips every step) so that both see the same load on a
+The three kinds are interleaved STEP BY STEP (the order rotates every step) so that both see the same load on a
 shared machine.  Per round of ``--steps`` steps each kind gets examples/s from wall-clock time and from process
 CPU time (with one thread, CPU time does not count the time this process waits for other processes).
 Reported: median examples/s, the median over rounds of the per-round ratio beta/MR (wall and CPU), and the MR
@@ -43,11 +44,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: timed kinds: the beta-NVAE, the MR-NVAE with one beta per example (each gate multiplies its layer's
+#: output) and with one beta per batch (the paper's Algorithm 1: every gate folded into its layer's weights)
+KINDS = ("beta", "mr", "mr_batch")
+
+
 class Stepper:
     """One model, its Adamax optimiser and its beta stream; :meth:`step` runs one timed optimisation step."""
 
-    def __init__(self, model, x: torch.Tensor, mr: bool, device: torch.device, seed: int = 0) -> None:
-        self.model, self.x, self.mr, self.device = model, x, mr, device
+    def __init__(self, model, x: torch.Tensor, kind: str, device: torch.device, seed: int = 0) -> None:
+        self.model, self.x, self.kind, self.device = model, x, kind, device
         self.opt = torch.optim.Adamax(model.parameters(), lr=1e-3)
         self.gen = torch.Generator().manual_seed(seed)
         self.range = BetaRange()
@@ -57,11 +63,13 @@ class Stepper:
         b = self.x.shape[0]
         _sync(self.device)
         w0, c0 = time.perf_counter(), time.process_time()
-        if self.mr:
+        if self.kind == "mr":
             beta = self.range.sample(b, generator=self.gen).to(self.device)
+        elif self.kind == "mr_batch":
+            beta = self.range.sample(b, per="batch", generator=self.gen).to(self.device)
         else:
             beta = torch.ones(b, device=self.device)
-        out = self.model(self.x, beta)
+        out = self.model(self.x, beta[:1] if self.kind == "mr_batch" else beta)
         loss = self.model.objective(out, beta).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -72,42 +80,49 @@ class Stepper:
 
 def run(preset: str = "small", dataset: str = "mnist", batch_size: int = 32, steps: int = 10, rounds: int = 10,
         device: str = "cpu") -> dict:
-    """Interleaved timing of the two kinds; returns the numbers (see the module docstring)."""
+    """Interleaved timing of the three kinds; returns the numbers (see the module docstring)."""
     dev = torch.device(device)
     x = _images(dataset, batch_size).to(dev)
     steppers = {}
-    for kind in ("mr", "beta"):
+    for kind in KINDS:
         torch.manual_seed(0)
-        model = build_nvae(dataset, preset=preset, mr=(kind == "mr")).to(dev).train()
-        steppers[kind] = Stepper(model, x, kind == "mr", dev)
+        model = build_nvae(dataset, preset=preset, mr=(kind != "beta")).to(dev).train()
+        steppers[kind] = Stepper(model, x, kind, dev)
     for st in steppers.values():  # warm-up (allocator, kernels)
         st.step()
-    wall: dict[str, list[float]] = {"mr": [], "beta": []}
-    cpu: dict[str, list[float]] = {"mr": [], "beta": []}
+    wall: dict[str, list[float]] = {k: [] for k in KINDS}
+    cpu: dict[str, list[float]] = {k: [] for k in KINDS}
     for r in range(rounds):
         acc = {k: [0.0, 0.0] for k in steppers}
         for i in range(steps):
-            for kind in (("mr", "beta") if (r + i) % 2 == 0 else ("beta", "mr")):
+            j = (r + i) % len(KINDS)
+            for kind in KINDS[j:] + KINDS[:j]:  # rotate the order every step
                 dw, dc = steppers[kind].step()
                 acc[kind][0] += dw
                 acc[kind][1] += dc
         for kind in steppers:
             wall[kind].append(steps * batch_size / acc[kind][0])
             cpu[kind].append(steps * batch_size / max(acc[kind][1], 1e-9))
-    wall_ratio = statistics.median(b / m for b, m in zip(wall["beta"], wall["mr"]))
-    cpu_ratio = statistics.median(b / m for b, m in zip(cpu["beta"], cpu["mr"]))
-    return {
+    out = {
         "preset": preset, "dataset": dataset, "device": str(dev), "threads": torch.get_num_threads(),
         "batch_size": batch_size, "steps_per_round": steps, "rounds": rounds,
         "beta_params": count_parameters(steppers["beta"].model), "mr_params": count_parameters(steppers["mr"].model),
-        "mr_examples_per_s": statistics.median(wall["mr"]), "beta_examples_per_s": statistics.median(wall["beta"]),
-        "mr_cpu_examples_per_s": statistics.median(cpu["mr"]),
+        "beta_examples_per_s": statistics.median(wall["beta"]),
         "beta_cpu_examples_per_s": statistics.median(cpu["beta"]),
-        "ratio_beta_over_mr_wall": wall_ratio, "ratio_beta_over_mr_cpu": cpu_ratio,
-        "mr_time_overhead_pct_wall": 100.0 * (wall_ratio - 1.0),
-        "mr_time_overhead_pct_cpu": 100.0 * (cpu_ratio - 1.0),
-        "mr_all": wall["mr"], "beta_all": wall["beta"], "mr_cpu_all": cpu["mr"], "beta_cpu_all": cpu["beta"],
+        "beta_all": wall["beta"], "beta_cpu_all": cpu["beta"],
     }
+    for kind in ("mr", "mr_batch"):
+        wall_ratio = statistics.median(b / m for b, m in zip(wall["beta"], wall[kind]))
+        cpu_ratio = statistics.median(b / m for b, m in zip(cpu["beta"], cpu[kind]))
+        out.update({
+            f"{kind}_examples_per_s": statistics.median(wall[kind]),
+            f"{kind}_cpu_examples_per_s": statistics.median(cpu[kind]),
+            f"ratio_beta_over_{kind}_wall": wall_ratio, f"ratio_beta_over_{kind}_cpu": cpu_ratio,
+            f"{kind}_time_overhead_pct_wall": 100.0 * (wall_ratio - 1.0),
+            f"{kind}_time_overhead_pct_cpu": 100.0 * (cpu_ratio - 1.0),
+            f"{kind}_all": wall[kind], f"{kind}_cpu_all": cpu[kind],
+        })
+    return out
 
 
 def main(argv=None) -> dict:
@@ -128,12 +143,14 @@ def main(argv=None) -> dict:
     res = run(args.preset, args.dataset, args.batch_size, args.steps, args.rounds, args.device)
     print(f"  parameters: beta-NVAE {res['beta_params']:,}  MR-NVAE {res['mr_params']:,} "
           f"(+{100.0 * (res['mr_params'] / res['beta_params'] - 1):.2f}%)")
-    print(f"  wall: beta-NVAE {res['beta_examples_per_s']:8.1f} examples/s  MR-NVAE {res['mr_examples_per_s']:8.1f} "
-          f"examples/s  ratio beta/MR {res['ratio_beta_over_mr_wall']:.3f}  MR overhead "
-          f"{res['mr_time_overhead_pct_wall']:+.1f}%")
-    print(f"  CPU : beta-NVAE {res['beta_cpu_examples_per_s']:8.1f} examples/s  MR-NVAE "
-          f"{res['mr_cpu_examples_per_s']:8.1f} examples/s  ratio beta/MR {res['ratio_beta_over_mr_cpu']:.3f}  "
-          f"MR overhead {res['mr_time_overhead_pct_cpu']:+.1f}%   (paper: <= 5%)")
+    for kind, label in (("mr", "one beta per example"), ("mr_batch", "one beta per batch (gates folded)")):
+        print(f"  MR-NVAE, {label}:")
+        print(f"    wall: beta-NVAE {res['beta_examples_per_s']:8.1f} examples/s  MR-NVAE "
+              f"{res[kind + '_examples_per_s']:8.1f} examples/s  ratio beta/MR {res['ratio_beta_over_' + kind + '_wall']:.3f}"
+              f"  MR overhead {res[kind + '_time_overhead_pct_wall']:+.1f}%")
+        print(f"    CPU : beta-NVAE {res['beta_cpu_examples_per_s']:8.1f} examples/s  MR-NVAE "
+              f"{res[kind + '_cpu_examples_per_s']:8.1f} examples/s  ratio beta/MR {res['ratio_beta_over_' + kind + '_cpu']:.3f}"
+              f"  MR overhead {res[kind + '_time_overhead_pct_cpu']:+.1f}%   (paper: <= 5%)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)

@@ -89,7 +89,7 @@ def _pass(model: nn.Module, x: torch.Tensor, betas: torch.Tensor, eps: torch.Ten
     """
     k, b = betas.shape[0], x.shape[0]
     xr = x.repeat(k, *([1] * (x.dim() - 1))) if k > 1 else x
-    br = betas.repeat_interleave(b)
+    br = betas.repeat_interleave(b) if k > 1 else betas.reshape(1)  # one beta: the model may fold its gates
     mu, log_var = model.encode(xr, br)
     rate = gaussian_kl(mu, log_var)
     z = mu + torch.exp(0.5 * log_var) * (eps.repeat(k, 1) if k > 1 else eps)
@@ -104,10 +104,10 @@ def _iw_nll(model: nn.Module, x: torch.Tensor, beta: torch.Tensor, k: int, gen: 
             rows: int = 4096) -> torch.Tensor:
     """IW-NLL ``(B,)`` at one beta (scalar tensor) via :func:`deep.metrics.iw_nll`."""
     b = x.shape[0]
-    bb = beta.reshape(1).expand(b)
+    one = beta.reshape(1)  # one beta for every row (a float-like 1-element tensor)
     chunk = max(1, min(k, rows // max(1, b)))
-    return M.iw_nll(x, lambda xx: model.encode(xx, bb),
-                    lambda xr, z: model.log_likelihood(xr, z, beta.reshape(1).expand(xr.shape[0])),
+    return M.iw_nll(x, lambda xx: model.encode(xx, one),
+                    lambda xr, z: model.log_likelihood(xr, z, one),
                     k=k, chunk=chunk, generator=gen)
 
 

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GateContext, beta_batch, GatedModel, as_beta_range
+from linvae.conditioning import (GATE_KINDS, BetaRange, Gate, GateContext, beta_batch, GatedModel, as_beta_range,
+                                 scaled_batch_norm, scaled_conv)
 
 from .families import UnknownArchError  # one error class for every family
 from .objectives import Distortion, NotALikelihoodError, gaussian_kl, get_distortion, vae_loss
@@ -279,6 +280,12 @@ def _gate_context(module: nn.Module, u: torch.Tensor | None) -> torch.Tensor | G
     return GateContext(u, gates) if gates else u
 
 
+def _folds(gate: Gate | None, u: torch.Tensor | GateContext | None) -> bool:
+    """Whether ``gate`` can be folded into the preceding layer: one beta for the batch (a shared
+    GateContext) and a multiplicative gate (not FiLM)."""
+    return gate is not None and isinstance(u, GateContext) and u.shared and gate.kind != "film"
+
+
 class ConvUnit(nn.Module):
     """``conv -> [BatchNorm] -> [gate(u)] -> ReLU``; the gate exists only in MR-VAEs."""
 
@@ -290,7 +297,12 @@ class ConvUnit(nn.Module):
         self.gate = (Gate(spec.out_channels, gate_kind, hidden=tuple(hyper_hidden), in_features=hyper_in)
                      if gate_kind else None)
 
-    def forward(self, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, u: torch.Tensor | GateContext | None) -> torch.Tensor:
+        if _folds(self.gate, u):  # one beta for the batch: the gate scales the weights, not the output
+            g = u.factors(self.gate).reshape(-1)
+            if self.bn is None:
+                return F.relu(scaled_conv(self.conv, x, g))
+            return F.relu(scaled_batch_norm(self.bn, self.conv(x), g))
         h = self.conv(x)
         if self.bn is not None:
             h = self.bn(h)
@@ -309,7 +321,10 @@ class ResBlock(nn.Module):
         self.gate1 = Gate(channels, gate_kind, hidden=hidden, in_features=hyper_in) if gate_kind else None
         self.gate2 = Gate(channels, gate_kind, hidden=hidden, in_features=hyper_in) if gate_kind else None
 
-    def forward(self, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, u: torch.Tensor | GateContext | None) -> torch.Tensor:
+        if _folds(self.gate1, u) and _folds(self.gate2, u):  # one beta for the batch: gates scale the weights
+            h = F.relu(scaled_conv(self.conv1, x, u.factors(self.gate1).reshape(-1)))
+            return F.relu(x + scaled_conv(self.conv2, h, u.factors(self.gate2).reshape(-1)))
         h = self.conv2(F.relu(_gated(self.gate1, self.conv1(x), u)))
         return F.relu(_gated_residual(self.gate2, h, x, u))
 
@@ -447,8 +462,13 @@ class VAE(GatedModel, nn.Module):
 
     def hyper_input(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor | None:
         """Standardised hyper-input ``u`` ``(B,)`` for an MR-VAE (``(B, H)`` shared hyper features with
-        ``shared_hyper=H``); ``None`` for a plain beta-VAE."""
-        beta = self._beta_vector(beta, batch, like)
+        ``shared_hyper=H``); ``None`` for a plain beta-VAE.
+
+        One beta for the whole batch (a float or a 1-element tensor) gives ``u`` with one row: each gated
+        layer then folds its gate into its weights (``C`` multiplies per layer instead of ``B*C*H*W``).
+        """
+        one = (not torch.is_tensor(beta)) or beta.numel() == 1
+        beta = self._beta_vector(beta, 1 if one else batch, like)
         if not self.is_mr:
             return None
         u = self.beta_range.standardize(beta)

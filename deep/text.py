@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GatedModel, as_beta_range
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GatedModel, as_beta_range, beta_batch
 
 from . import metrics as M
 from .objectives import gaussian_kl
@@ -253,12 +253,7 @@ class TextVAE(GatedModel, nn.Module):
     # -- beta handling ----------------------------------------------------------------------------------
     def hyper_input(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor | None:
         """Standardised hyper-input ``u`` ``(B,)`` for an MR-VAE; ``None`` for a plain beta-VAE."""
-        beta = torch.as_tensor(beta, dtype=like.dtype, device=like.device)
-        if beta.dim() == 0 or (beta.dim() == 1 and beta.shape[0] == 1):
-            beta = beta.reshape(1).expand(batch)
-        elif not (beta.dim() == 1 and beta.shape[0] == batch):
-            raise ValueError(f"beta must be a float, a 0-dim tensor or a (B,) tensor with B={batch}; "
-                             f"got shape {tuple(beta.shape)}")
+        beta = beta_batch(beta, batch, like)
         return self.beta_range.standardize(beta) if self.is_mr else None
 
     def _reference(self) -> torch.Tensor:

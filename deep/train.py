@@ -765,7 +765,8 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
             else:
                 beta = torch.full((bsz,), float(config.beta), device=device)
             with D.autocast(config.precision, device):
-                out = model(x, beta)
+                # one beta per batch goes in as one number, so the nets can fold their gates into the weights
+                out = model(x, beta[:1] if config.mr and config.beta_sampling == "batch" else beta)
             rate, distortion = out.rate.float(), out.distortion.float()
             losses = per_example_loss(net, out, factor * beta).float()
             if ctx.distributed:  # DDP averages over processes: weight so the step is the global-batch mean

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 SQRT3 = math.sqrt(3.0)
 
@@ -41,6 +42,10 @@ __all__ = [
     "GatedModel",
     "HyperMLP",
     "gate_bias_for_value",
+    "BETA_SAMPLING",
+    "scaled_conv",
+    "scaled_linear",
+    "scaled_batch_norm",
 ]
 
 
@@ -362,7 +367,8 @@ def beta_batch(beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> to
 
 
 class GateContext:
-    """Gate factors of many gates for one hyper-input ``u`` ``(B,)``, computed together.
+    """Gate factors of many gates for one hyper-input ``u`` ``(B,)`` (or ``(1,)``: one beta for the whole
+    batch), computed together.
 
     Affine gates (``hidden=()``, 1-d hyper-input) of the same kind are evaluated in one pass: their
     hyper weights and biases are concatenated and ``gate(u * w + b)`` is computed once for all of them,
@@ -373,6 +379,9 @@ class GateContext:
 
     def __init__(self, u: torch.Tensor, gates: Sequence[Gate]) -> None:
         self.u = u
+        #: one hyper-input for the whole batch (``u`` has one row): the factors are ``(1, C)`` and a layer
+        #: may fold them into its weights instead of scaling its output (see ``deep.nets``)
+        self.shared = u.shape[0] == 1
         self._factors: dict[int, torch.Tensor] = {}
         fused: dict[str, list[Gate]] = {}
         for g in gates:
@@ -397,3 +406,43 @@ class GateContext:
         if f is None:
             return gate(x, self.u)
         return gate._broadcast(f, x) * x
+
+
+# ----------------------------------------------------------------------------------------------------
+# folding a gate into its layer (one beta for the whole batch)
+# ----------------------------------------------------------------------------------------------------
+def scaled_conv(conv: nn.Module, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``conv(x) * scale`` per output channel, computed as a conv with scaled weights and bias (a gate folded
+    into its layer when the whole batch shares one beta).
+
+    ``scale`` ``(C_out,)`` multiplies each filter (the paper's ``sigma(.) (.)_row W_base``, App. B.1): the cost
+    is one pass over the weights instead of one over the output feature map. ``conv``: ``nn.Conv2d`` or
+    ``nn.ConvTranspose2d`` (groups 1).
+    """
+    bias = conv.bias * scale if conv.bias is not None else None
+    if isinstance(conv, nn.ConvTranspose2d):
+        if conv.groups != 1:
+            raise ValueError("scaled_conv supports transposed convolutions with groups=1 only")
+        return F.conv_transpose2d(x, conv.weight * scale.reshape(1, -1, 1, 1), bias, conv.stride, conv.padding,
+                                  conv.output_padding, 1, conv.dilation)
+    return conv._conv_forward(x, conv.weight * scale.reshape(-1, 1, 1, 1), bias)
+
+
+def scaled_batch_norm(bn: nn.BatchNorm2d, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``bn(h) * scale`` per channel, with ``scale`` folded into the affine weight and bias; running
+    statistics are updated exactly as ``bn(h)`` would update them."""
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch = bn.training or bn.running_mean is None
+    track = not bn.training or bn.track_running_stats
+    weight = bn.weight * scale if bn.weight is not None else scale
+    bias = bn.bias * scale if bn.bias is not None else None
+    return F.batch_norm(h, bn.running_mean if track else None, bn.running_var if track else None, weight, bias,
+                        use_batch, momentum, bn.eps)
+
+
+def scaled_linear(linear: nn.Linear, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``linear(x) * scale`` per output feature (``scale`` ``(out,)``), computed with scaled weights and bias."""
+    return F.linear(x, linear.weight * scale.unsqueeze(1), linear.bias * scale if linear.bias is not None else None)

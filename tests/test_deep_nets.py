@@ -190,6 +190,46 @@ def test_hyper_input_is_the_standardised_log_beta():
     assert build_model("mnist", "resnet", mr=False).hyper_input(1.0, 3, x) is None
 
 
+@pytest.mark.parametrize("dataset,arch,kwargs", [
+    ("mnist", "resnet", {}),
+    ("mnist", "conv", {}),                                   # BatchNorm: the gate folds into BN's affine
+    ("svhn", "conv", {"latent_dim": 4}),                     # transposed convs in the decoder
+    ("mnist", "resnet", {"hyper_hidden": (4,), "dec_gate": "sigmoid"}),
+    ("mnist", "resnet", {"shared_hyper": 8}),
+    ("mnist", "resnet", {"enc_gate": "film"}),               # FiLM is not folded: same numbers either way
+])
+def test_one_beta_per_batch_folds_the_gates_into_the_weights_with_the_same_numbers(dataset, arch, kwargs):
+    torch.manual_seed(0)
+    model = build_model(dataset, arch, mr=True, **kwargs)
+    with torch.no_grad():  # gates away from their initial constant, so a wrong fold would show
+        for g in model.gates():
+            g.hyper.out.weight.normal_(0.0, 1.0)
+    twin = build_model(dataset, arch, mr=True, **kwargs)
+    twin.load_state_dict(model.state_dict())
+    model.double(), twin.double()  # float64: the two orders of operations agree to ~1e-12
+    x = torch.rand(5, *model.data_shape, dtype=torch.float64)
+    if model.distortion.name == "bernoulli":
+        x = x.round()
+    beta = 0.37
+    out_one = model(x, beta, generator=torch.Generator().manual_seed(1))            # u has one row: folded
+    out_all = twin(x, torch.full((5,), beta, dtype=torch.float64),
+                   generator=torch.Generator().manual_seed(1))                       # per-example path
+    assert model.hyper_input(beta, 5, x).shape[0] == 1
+    for a, b in [(out_one.logits, out_all.logits), (out_one.rate, out_all.rate)]:
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+    (out_one.distortion + beta * out_one.rate).mean().backward()
+    (out_all.distortion + beta * out_all.rate).mean().backward()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-8, atol=1e-10), name
+    for (name, a), b in zip(model.named_buffers(), twin.buffers()):  # BatchNorm running statistics
+        assert torch.equal(a, b) if not a.is_floating_point() else torch.allclose(a, b, rtol=1e-9), name
+    model.eval(), twin.eval()
+    with torch.no_grad():
+        assert torch.allclose(model.decode(out_one.mu, beta).logits,
+                              twin.decode(out_one.mu, torch.full((5,), beta, dtype=torch.float64)).logits,
+                              rtol=1e-9, atol=1e-9)
+
+
 def test_beta_shape_errors():
     model = build_model("mnist", "resnet", mr=True)
     with pytest.raises(ValueError, match="beta must be"):
@@ -314,8 +354,8 @@ def test_recalibrate_batchnorm_sets_the_statistics_of_one_beta():
         hook = bn.register_forward_hook(lambda m, inp, out: captured.append(inp[0].detach()))
         model.train()
         with torch.no_grad():
-            for x in batches:
-                model(x, beta)
+            for x in batches:  # a per-example beta vector: the unfolded path, where the BN module runs
+                model(x, torch.full((x.shape[0],), beta))
         hook.remove()
         means = torch.stack([c.mean(dim=(0, 2, 3)) for c in captured]).mean(0)
         vars_ = torch.stack([c.var(dim=(0, 2, 3), unbiased=True) for c in captured]).mean(0)

@@ -277,6 +277,33 @@ def test_mr_gates_change_the_output_with_beta_and_beta_nvae_ignores_beta(dataset
     assert torch.allclose(both.rate, torch.stack([lo.rate[0], hi.rate[1]]), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "celeba64"])
+def test_one_beta_per_batch_folds_every_gate_into_its_layer_with_the_same_numbers(dataset):
+    """A float beta gives a shared gate context: convs, depthwise convs and the SE linears run with scaled
+    weights. Outputs, gradients and BatchNorm statistics equal those of the per-example path (float64)."""
+    shape = NVAE_DATASETS[dataset][0]
+    x = _batch(shape, 3).double()
+    model = _model(dataset, mr=True).double()
+    _randomize_gates(model, seed=3)
+    twin = _model(dataset, mr=True).double()
+    twin.load_state_dict(model.state_dict())
+    eps = [e.double() for e in model.noise(3, generator=torch.Generator().manual_seed(0))]
+    assert model.gate_context(0.3, 3, x).shared and not model.gate_context(torch.full((3,), 0.3), 3, x).shared
+    one = model(x, 0.3, eps=eps)
+    every = twin(x, torch.full((3,), 0.3, dtype=torch.float64), eps=eps)
+    assert torch.allclose(one.params, every.params, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(one.rate, every.rate, rtol=1e-9, atol=1e-9)
+    one.rate.sum().backward()
+    every.rate.sum().backward()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        if p.grad is None:
+            assert q.grad is None, name
+        else:
+            assert torch.allclose(p.grad, q.grad, rtol=1e-7, atol=1e-10), name
+    for (name, a), b in zip(model.named_buffers(), twin.buffers()):
+        assert torch.allclose(a.double(), b.double(), rtol=1e-9, atol=1e-12), name
+
+
 # ----------------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------------
