@@ -189,6 +189,9 @@ class Experiment:
     presets: dict
     requires: tuple[str, ...] = ()
     notes: str = ""
+    #: for an experiment outside the deep trainer (Fig. 4: the linear VAE), ``runner(preset, root, runtime,
+    #: say) -> (status, reason)`` does the whole work; its presets then have no groups
+    runner: Callable[..., tuple[str, str | None]] | None = None
 
     def preset(self, name: str) -> Preset:
         if name not in self.presets:
@@ -584,7 +587,40 @@ def _fig5_nvae() -> dict[str, Preset]:
     return out
 
 
+#: Fig. 4's presets map onto ``mrvae-cli linear compare --preset``
+_LINEAR_PRESETS = {"smoke": "smoke", "cpu": "default", "paper": "paper"}
+
+
+def _run_linear(preset: str, root: Path, runtime: dict, *, say: Callable[[str], None],
+                progress: bool = False) -> tuple[str, str | None]:
+    """Fig. 4: ``mrvae-cli linear compare --preset {smoke|default|paper} --out <root>/linear``."""
+    from linvae.experiment import PRESETS as LINEAR_PRESETS, run_linear_compare
+
+    cfg = LINEAR_PRESETS[_LINEAR_PRESETS[preset]]
+    updates: dict[str, Any] = {}
+    if runtime.get("threads"):
+        updates["threads"] = int(runtime["threads"])
+    if runtime.get("device") and runtime["device"] != "auto":
+        updates["device"] = runtime["device"]
+    cfg = dataclasses.replace(cfg, **updates)
+    out = root / "linear"
+    say(f" linear VAE, preset {cfg.preset}: {cfg.protocol_label()} -> {out / 'results.json'}")
+    run_linear_compare(cfg, out, data_dir=runtime.get("data_dir"), progress=progress)
+    return "complete", None
+
+
+def _fig4_presets() -> dict[str, Preset]:
+    labels = {"smoke": "REDUCED (smoke preset): 1 epoch of the linear VAEs on 6,000 images (pipeline check)",
+              "cpu": "REDUCED (cpu preset = `mrvae-cli linear compare`, its default preset): 30 epochs, lr 1e-2, "
+                     "1 seed (paper: 200 epochs, LR grid, 3 seeds)",
+              "paper": "paper protocol (`mrvae-cli linear compare --preset paper`, App. C.1)"}
+    return {p: Preset(p, (), labels[p], "~10 min on 2 CPU cores" if p == "cpu" else "", None, None, (0,),
+                      "valid", p == "paper") for p in PRESETS}
+
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    Experiment("fig4", "Fig. 4: linear VAE on MNIST, MR-VAE vs 10 beta-VAEs vs the exact optimum", ("fig4",),
+               _fig4_presets(), runner=_run_linear),
     Experiment("fig1", "Fig. 1: Omniglot ResNet RD curve (VAE, beta-VAEs with/without KL annealing, MR-VAE) "
                "with parameter counts and training times", ("fig1",), _fig1()),
     Experiment("fig5_mnist", "Fig. 5 (MNIST panels): ConvNet and ResNet, MR-VAE vs the 10-beta sweep",
@@ -611,7 +647,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
 ]}
 
 #: ``run all`` order: the experiments whose runs others reuse come first.
-RUN_ALL_ORDER = ("fig5_omniglot", "fig5_mnist", "fig1", "table2", "fig8_sensitivity", "fig9", "fig6", "fig7",
+RUN_ALL_ORDER = ("fig4", "fig5_omniglot", "fig5_mnist", "fig1", "table2", "fig8_sensitivity", "fig9", "fig6", "fig7",
                  "fig8_tcvae", "fig5_yahoo", "fig5_nvae")
 assert sorted(RUN_ALL_ORDER) == sorted(EXPERIMENTS)
 
@@ -963,6 +999,23 @@ def run_experiment(name: str, preset: str = "cpu", results_root: str | os.PathLi
         return manifest
 
     from linvae.dataroot import DatasetMissingError
+
+    if exp.runner is not None:
+        say(f"{name} [{preset}]: {exp.title}")
+        try:
+            status, reason = exp.runner(preset, root, {"data_dir": data_dir, "device": device, "threads": threads},
+                                        say=say, progress=progress)
+        except DatasetMissingError as exc:
+            status, reason = "unavailable", f"data missing: {exc}"
+        except Exception as exc:  # recorded like a failed run (strict: re-raise)
+            if strict:
+                raise
+            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+        manifest.update(status=status, reason=reason)
+        flush()
+        say(f"{name}: {status}{' (' + reason + ')' if reason else ''} (manifest: {mpath})")
+        manifest["path"] = str(mpath)
+        return manifest
 
     if data_factory is None:
         data_factory = CachedLoader()

@@ -210,6 +210,10 @@ def test_every_experiment_has_three_presets_with_valid_train_configs():
         for preset in X.PRESETS:
             spec = exp.preset(preset)
             runs = spec.runs()
+            if exp.runner is not None:  # outside the deep trainer (fig4: the linear VAE): no groups
+                assert not runs and spec.paper_protocol == (preset == "paper"), (name, preset)
+                assert spec.budget.startswith("REDUCED") == (preset != "paper"), (name, preset)
+                continue
             assert runs, (name, preset)
             for group, fields in runs:
                 TrainConfig(**fields)                              # validates every run's config
@@ -643,3 +647,20 @@ def test_smoke_experiment_on_real_mnist(data_root, tmp_path):
     paths = fig5.plot(tmp_path / "r", tmp_path / "fig5")
     _assert_pictures(paths, tmp_path / "fig5")
     assert os.path.exists(tmp_path / "fig5.pdf")
+
+
+def test_fig4_experiment_runs_the_linear_comparison_and_its_figure_is_drawn(data_root, tmp_path):
+    """fig4 goes through ``linear compare`` (smoke preset) into <root>/linear, which the figure script reads."""
+    m = X.run_experiment("fig4", "smoke", tmp_path / "r", data_dir=str(data_root), device="cpu", threads=1,
+                         strict=True)
+    assert m["status"] == "complete" and m["groups"] == []
+    results = json.loads((tmp_path / "r" / "linear" / "results.json").read_text())
+    assert len(results["beta_vae"]["beta"]) == 10 and "REDUCED" in results["protocol"]["label"]
+    from paper_figures import fig4
+    paths = fig4.plot(tmp_path / "r" / "linear" / "results.json", tmp_path / "fig4")
+    _assert_pictures(paths, tmp_path / "fig4")
+
+
+def test_fig4_experiment_without_mnist_is_unavailable_not_an_error(tmp_path):
+    m = X.run_experiment("fig4", "smoke", tmp_path / "r", data_dir=str(tmp_path / "empty"), device="cpu")
+    assert m["status"] == "unavailable" and "missing" in m["reason"].lower()
