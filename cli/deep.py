@@ -311,18 +311,17 @@ def resume(run: str, quiet: bool, no_eval: bool) -> None:
 def sweep(**opts: Any) -> None:
     """Train the 10 baseline beta-VAEs (per schedule) with one shared config."""
     from deep.distributed import is_main_process
-    from deep.train import BASELINE_BETAS, sweep as sweep_runs
+    from deep.train import sweep as sweep_runs
 
     main = is_main_process()          # under torchrun only process 0 prints
     echo = click.echo if main else (lambda *a, **k: None)
     with user_errors():
         schedules = [s for s in opts["schedules"].replace(" ", "").split(",") if s]
         config = _config_from(opts, mr=False)
-        # default: 10 betas log-spaced over the family's range ([0.01, 10]: the paper's image baselines;
-        # [0.1, 10] for dSprites)
-        betas = _float_list(opts["betas"], "'--betas'") or (
-            list(BASELINE_BETAS) if (config.beta_a, config.beta_b) == (0.01, 10.0) else
-            [float(b) for b in np.logspace(np.log10(config.beta_a), np.log10(config.beta_b), 10)])
+        # default: 10 betas log-spaced over the family's range ([0.01, 10]: exactly the paper's image
+        # baselines, deep.train.BASELINE_BETAS; [0.1, 10] for dSprites)
+        betas = _float_list(opts["betas"], "'--betas'") or [
+            float(b) for b in np.logspace(np.log10(config.beta_a), np.log10(config.beta_b), 10)]
         echo(f"sweep: {len(betas)} betas x {len(schedules)} schedule(s) on {config.dataset}/{config.arch}, "
              f"{config.epochs} epoch(s) each" + (f", {opts['jobs']} at a time" if opts["jobs"] > 1 else ""))
         sweep_dir = sweep_runs(config, betas=betas, schedules=schedules, evaluate=not opts["no_eval"],

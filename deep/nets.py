@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from linvae.conditioning import (GATE_KINDS, BetaRange, Gate, GateContext, beta_batch, GatedModel, as_beta_range,
-                                 scaled_batch_norm, scaled_conv)
+                                 fold_scale, scaled_batch_norm, scaled_conv)
 
 from .families import UnknownArchError  # one error class for every family
 from .objectives import Distortion, NotALikelihoodError, gaussian_kl, get_distortion, vae_loss
@@ -280,12 +280,6 @@ def _gate_context(module: nn.Module, u: torch.Tensor | None) -> torch.Tensor | G
     return GateContext(u, gates) if gates else u
 
 
-def _folds(gate: Gate | None, u: torch.Tensor | GateContext | None) -> bool:
-    """Whether ``gate`` can be folded into the preceding layer: one beta for the batch (a shared
-    GateContext) and a multiplicative gate (not FiLM)."""
-    return gate is not None and isinstance(u, GateContext) and u.shared and gate.kind != "film"
-
-
 class ConvUnit(nn.Module):
     """``conv -> [BatchNorm] -> [gate(u)] -> ReLU``; the gate exists only in MR-VAEs."""
 
@@ -298,8 +292,8 @@ class ConvUnit(nn.Module):
                      if gate_kind else None)
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | GateContext | None) -> torch.Tensor:
-        if _folds(self.gate, u):  # one beta for the batch: the gate scales the weights, not the output
-            g = u.factors(self.gate).reshape(-1)
+        g = fold_scale(self.gate, u)
+        if g is not None:  # one beta for the batch: the gate scales the weights, not the output
             if self.bn is None:
                 return F.relu(scaled_conv(self.conv, x, g))
             return F.relu(scaled_batch_norm(self.bn, self.conv(x), g))
@@ -322,9 +316,10 @@ class ResBlock(nn.Module):
         self.gate2 = Gate(channels, gate_kind, hidden=hidden, in_features=hyper_in) if gate_kind else None
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | GateContext | None) -> torch.Tensor:
-        if _folds(self.gate1, u) and _folds(self.gate2, u):  # one beta for the batch: gates scale the weights
-            h = F.relu(scaled_conv(self.conv1, x, u.factors(self.gate1).reshape(-1)))
-            return F.relu(x + scaled_conv(self.conv2, h, u.factors(self.gate2).reshape(-1)))
+        g1, g2 = fold_scale(self.gate1, u), fold_scale(self.gate2, u)
+        if g1 is not None and g2 is not None:  # one beta for the batch: the gates scale the weights
+            h = F.relu(scaled_conv(self.conv1, x, g1))
+            return F.relu(x + scaled_conv(self.conv2, h, g2))
         h = self.conv2(F.relu(_gated(self.gate1, self.conv1(x), u)))
         return F.relu(_gated_residual(self.gate2, h, x, u))
 
@@ -467,8 +462,7 @@ class VAE(GatedModel, nn.Module):
         One beta for the whole batch (a float or a 1-element tensor) gives ``u`` with one row: each gated
         layer then folds its gate into its weights (``C`` multiplies per layer instead of ``B*C*H*W``).
         """
-        one = (not torch.is_tensor(beta)) or beta.numel() == 1
-        beta = self._beta_vector(beta, 1 if one else batch, like)
+        beta = beta_batch(beta, batch, like, keep_one=True)
         if not self.is_mr:
             return None
         u = self.beta_range.standardize(beta)

@@ -397,8 +397,7 @@ class NVAE(GatedModel, nn.Module):
     def gate_context(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> GateContext | None:
         """All gate factors for ``beta`` (``None`` for a beta-NVAE, which ignores beta). One beta for the whole
         batch (a float or a 1-element tensor) gives a shared context: every gate is folded into its layer."""
-        one = (not torch.is_tensor(beta)) or beta.numel() == 1
-        beta = self._beta_vector(beta, 1 if one else batch, like)
+        beta = beta_batch(beta, batch, like, keep_one=True)
         if not self.is_mr:
             return None
         return GateContext(self.beta_range.standardize(beta), self._gate_list)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import Gate, GateContext, scaled_conv, scaled_linear
+from linvae.conditioning import Gate, GateContext, fold_scale, scaled_conv, scaled_linear
 
 from .objectives import bernoulli_distortion
 
@@ -73,11 +73,6 @@ def _maybe_gate(gate: Gate | None, h: torch.Tensor, ctx: GateContext | None) -> 
     return ctx.apply(gate, h)
 
 
-def _folds(gate: Gate | None, ctx: GateContext | None) -> bool:
-    """One beta for the whole batch and a multiplicative gate: fold it into the layer's weights."""
-    return gate is not None and ctx is not None and ctx.shared and gate.kind != "film"
-
-
 def _unit(v: torch.Tensor) -> torch.Tensor:
     """``v / |v|`` (a meta tensor, which has no values, is returned as is: normalising it costs seconds)."""
     return v if v.device.type == "meta" else v / v.norm().clamp_min(1e-12)
@@ -103,16 +98,18 @@ class GatedConv(nn.Module):
         self.register_buffer("sn_v", _unit(torch.randn(fan)))
 
     def forward(self, x: torch.Tensor, ctx: GateContext | None) -> torch.Tensor:
-        if _folds(self.gate, ctx):
-            return scaled_conv(self.conv, x, ctx.factors(self.gate).reshape(-1))
+        g = fold_scale(self.gate, ctx)
+        if g is not None:
+            return scaled_conv(self.conv, x, g)
         return _maybe_gate(self.gate, self.conv(x), ctx)
 
     def forward_unscaled(self, x: torch.Tensor, ctx: GateContext | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(conv(x), factors)`` with the multiplicative gate factors ``(B, C)`` NOT yet applied, so that a
         caller can fold them into a later per-channel scale; ``factors`` is ``None`` when there is nothing left
         to apply (no gate, a FiLM gate, which is applied here, or one beta for the batch: folded here)."""
-        if _folds(self.gate, ctx):
-            return scaled_conv(self.conv, x, ctx.factors(self.gate).reshape(-1)), None
+        g = fold_scale(self.gate, ctx)
+        if g is not None:
+            return scaled_conv(self.conv, x, g), None
         h = self.conv(x)
         if self.gate is None:
             return h, None
@@ -150,8 +147,9 @@ class GatedLinear(nn.Module):
         self.gate = Gate(out_features, gate_kind, hidden=tuple(hyper_hidden)) if gate_kind else None
 
     def forward(self, x: torch.Tensor, ctx: GateContext | None) -> torch.Tensor:
-        if _folds(self.gate, ctx):
-            return scaled_linear(self.linear, x, ctx.factors(self.gate).reshape(-1))
+        g = fold_scale(self.gate, ctx)
+        if g is not None:
+            return scaled_linear(self.linear, x, g)
         return _maybe_gate(self.gate, self.linear(x), ctx)
 
 

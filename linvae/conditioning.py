@@ -43,6 +43,7 @@ __all__ = [
     "HyperMLP",
     "gate_bias_for_value",
     "BETA_SAMPLING",
+    "fold_scale",
     "scaled_conv",
     "scaled_linear",
     "scaled_batch_norm",
@@ -354,12 +355,16 @@ class GatedModel:
         return sum(g.features for g in self.gates())
 
 
-def beta_batch(beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
+def beta_batch(beta: torch.Tensor | float, batch: int, like: torch.Tensor, *,
+               keep_one: bool = False) -> torch.Tensor:
     """``beta`` as a ``(batch,)`` tensor with ``like``'s dtype and device: a float or a 0-dim / 1-element
-    tensor is broadcast, a ``(batch,)`` tensor is kept; anything else raises ``ValueError``."""
+    tensor is broadcast, a ``(batch,)`` tensor is kept; anything else raises ``ValueError``.
+
+    ``keep_one``: a single beta stays ``(1,)`` (one beta shared by the batch, so gates can be folded into
+    their layers' weights, see :func:`fold_scale`)."""
     beta = torch.as_tensor(beta, dtype=like.dtype, device=like.device)
     if beta.dim() == 0 or (beta.dim() == 1 and beta.shape[0] == 1):
-        return beta.reshape(1).expand(batch)
+        return beta.reshape(1) if keep_one else beta.reshape(1).expand(batch)
     if beta.dim() == 1 and beta.shape[0] == batch:
         return beta
     raise ValueError(f"beta must be a float, a 0-dim tensor or a (B,) tensor with B={batch}; "
@@ -411,6 +416,14 @@ class GateContext:
 # ----------------------------------------------------------------------------------------------------
 # folding a gate into its layer (one beta for the whole batch)
 # ----------------------------------------------------------------------------------------------------
+def fold_scale(gate: Gate | None, context: "torch.Tensor | GateContext | None") -> torch.Tensor | None:
+    """The factors ``(C,)`` of ``gate`` to fold into its layer's weights, or ``None`` when it cannot be folded:
+    no gate, no shared :class:`GateContext` (one beta for the whole batch), or a FiLM gate (it adds a shift)."""
+    if gate is None or not isinstance(context, GateContext) or not context.shared or gate.kind == "film":
+        return None
+    return context.factors(gate).reshape(-1)
+
+
 def scaled_conv(conv: nn.Module, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``conv(x) * scale`` per output channel, computed as a conv with scaled weights and bias (a gate folded
     into its layer when the whole batch shares one beta).

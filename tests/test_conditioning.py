@@ -177,3 +177,22 @@ def test_beta_batch_broadcasts_scalars_and_rejects_wrong_shapes():
     assert torch.equal(beta_batch(v, 3, like), v.double())
     with pytest.raises(ValueError, match="B=4"):
         beta_batch(v, 4, like)
+
+
+def test_fold_scale_only_for_a_shared_context_and_a_multiplicative_gate():
+    from linvae.conditioning import beta_batch, fold_scale
+
+    sig, film = Gate(3, "sigmoid"), Gate(3, "film")
+    with torch.no_grad():
+        sig.hyper.out.weight.copy_(torch.tensor([[1.0], [-2.0], [0.5]]))
+    like = torch.zeros(4)
+    one = BetaRange().standardize(beta_batch(0.3, 4, like, keep_one=True))
+    every = BetaRange().standardize(beta_batch(torch.full((4,), 0.3), 4, like, keep_one=True))
+    assert one.shape == (1,) and every.shape == (4,)
+    assert beta_batch(0.3, 4, like).shape == (4,)                     # broadcast unless asked to keep one
+    shared = GateContext(one, [sig, film])
+    assert torch.allclose(fold_scale(sig, shared), sig.factors(one).reshape(-1))
+    assert fold_scale(film, shared) is None                             # FiLM adds a shift: not foldable
+    assert fold_scale(None, shared) is None
+    assert fold_scale(sig, GateContext(every, [sig])) is None           # one beta per example
+    assert fold_scale(sig, one) is None                                  # a bare hyper-input, no context
