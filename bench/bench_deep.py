@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import torch
 from deep.evaluate import rd_sweep
 from deep.nets import build_model
 from deep.runs import read_jsonl
+from deep.runtime import ALLOCATOR_ENV, tune_cpu_allocator
 from deep.train import TrainConfig, resolve_device, train
 from linvae.conditioning import BetaRange
 
@@ -187,6 +189,9 @@ def status(key):  # kB fields of /proc/self/status (Linux); VmHWM is the peak RS
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
 mr, arch, device, steps = sys.argv[1] == "1", sys.argv[2], sys.argv[3], int(sys.argv[4])
+if device == "cpu":  # the same allocator setting as the trainer (MRVAE_CPU_MALLOC is inherited)
+    from deep.runtime import tune_cpu_allocator
+    tune_cpu_allocator()
 torch.manual_seed(0)
 m = build_model("mnist", arch, mr=mr).to(device)
 opt = torch.optim.Adam(m.parameters(), 1e-3)
@@ -237,8 +242,13 @@ def main(argv=None) -> dict:
     p.add_argument("--n-betas", type=int, default=20)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="Also write the numbers to this file.")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="Leave glibc's allocator at its defaults (deep/runtime.py; compare both).")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
+    if args.no_malloc_tuning:  # subprocesses and the trainer inherit the switch
+        os.environ[ALLOCATOR_ENV] = "0"
+    allocator = tune_cpu_allocator() if device.type == "cpu" else {"applied": False, "reason": "not CPU"}
     big = device.type == "cuda"
     args.train_examples = args.train_examples or (512 if args.quick else (20000 if big else 2048))
     args.rounds = args.rounds or (2 if args.quick else 3)
@@ -246,7 +256,8 @@ def main(argv=None) -> dict:
     args.eval_examples = args.eval_examples or (200 if args.quick else (10000 if big else 1000))
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"[bench] device={device} threads={torch.get_num_threads()} arch={args.arch}")
+    print(f"[bench] device={device} threads={torch.get_num_threads()} arch={args.arch} "
+          f"malloc tuning={'on' if allocator['applied'] else 'off'}")
     tr = bench_training(args, device)
     print(f"training  ({tr['data']}, {tr['examples_per_round']} examples x {tr['rounds']} rounds, median):")
     print(f"  beta-VAE {tr['beta_examples_per_s']:8.1f} examples/s")
@@ -275,7 +286,7 @@ def main(argv=None) -> dict:
                                                f"{mem['mr']['peak_rss_mb']:.0f} MiB)")
     print(f"peak training memory ({mem['metric']}, batch 128, 3 steps): beta-VAE {mem['beta'][mem['metric']]:.0f} MiB"
           f"   MR-VAE {mem['mr'][mem['metric']]:.0f} MiB   ratio {mem['mr_over_beta']:.3f}{extra}")
-    result = {"device": str(device), "threads": torch.get_num_threads(), "arch": args.arch,
+    result = {"device": str(device), "threads": torch.get_num_threads(), "arch": args.arch, "cpu_allocator": allocator,
               "training": tr, "steps": st, "evaluation": ev, "memory": mem}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

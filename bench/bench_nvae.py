@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
 import torch
 
 from deep.nvae import NVAE_DATASETS, build_nvae, count_parameters
+from deep.runtime import ALLOCATOR_ENV, tune_cpu_allocator
 from linvae.conditioning import BetaRange
 
 
@@ -135,11 +137,18 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="Also write the numbers to this file.")
+    p.add_argument("--no-malloc-tuning", action="store_true",
+                   help="Leave glibc's allocator at its defaults (deep/runtime.py; compare both).")
     args = p.parse_args(argv)
+    if args.no_malloc_tuning:  # subprocesses and the trainer inherit the switch
+        os.environ[ALLOCATOR_ENV] = "0"
+    allocator = (tune_cpu_allocator() if torch.device(args.device).type == "cpu"
+                 else {"applied": False, "reason": "not CPU"})
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"[bench] NVAE preset={args.preset} dataset={args.dataset} device={args.device} "
-          f"threads={torch.get_num_threads()} batch={args.batch_size} steps/round={args.steps} rounds={args.rounds}")
+          f"threads={torch.get_num_threads()} batch={args.batch_size} steps/round={args.steps} rounds={args.rounds} "
+          f"malloc tuning={'on' if allocator['applied'] else 'off'}")
     res = run(args.preset, args.dataset, args.batch_size, args.steps, args.rounds, args.device)
     print(f"  parameters: beta-NVAE {res['beta_params']:,}  MR-NVAE {res['mr_params']:,} "
           f"(+{100.0 * (res['mr_params'] / res['beta_params'] - 1):.2f}%)")
@@ -151,6 +160,7 @@ def main(argv=None) -> dict:
         print(f"    CPU : beta-NVAE {res['beta_cpu_examples_per_s']:8.1f} examples/s  MR-NVAE "
               f"{res[kind + '_cpu_examples_per_s']:8.1f} examples/s  ratio beta/MR {res['ratio_beta_over_' + kind + '_cpu']:.3f}"
               f"  MR overhead {res[kind + '_time_overhead_pct_cpu']:+.1f}%   (paper: <= 5%)")
+    res["cpu_allocator"] = allocator
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)

@@ -38,6 +38,7 @@ from . import metrics as M
 from .objectives import gaussian_kl
 from .runs import RunError, RunPaths, load_checkpoint, read_json, write_json
 from . import families
+from .runtime import tune_cpu_allocator
 from .train import TrainConfig, load_data, load_model_state, load_train_data, resolve_device
 
 __all__ = ["rd_sweep", "evaluate_run", "fid_curve", "load_run_model", "load_eval_data", "AU_THRESHOLD",
@@ -420,6 +421,8 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
         run_config = read_json(paths.config)
     cfg0 = TrainConfig.from_dict(run_config["config"]) if run_config else None
     dev = resolve_device(device or (cfg0.device if cfg0 else "auto"))
+    if dev.type == "cpu":
+        tune_cpu_allocator()
     model_supplied = model
     config, model, ckpt = load_run_model(run_dir, dev, model=model)
     if data is None:

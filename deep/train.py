@@ -44,6 +44,7 @@ from linvae.conditioning import BETA_SAMPLING, BetaRange, Gate
 
 from . import distributed as D
 from . import families
+from .runtime import tune_cpu_allocator
 from .runs import (
     CheckpointMismatchError, NonFiniteLossError, RunExistsError, RunPaths, append_jsonl,
     code_version, jsonable, load_checkpoint, peak_memory_mb, read_json, read_jsonl, rng_state,
@@ -596,6 +597,8 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
         torch.set_num_threads(config.num_threads)
     ctx = D.setup(config.device, resolve_device)
     device = ctx.device
+    if device.type == "cpu":
+        tune_cpu_allocator()
     problem = D.precision_problem(config.precision, device)
     if problem:
         raise ConfigError(problem)
