@@ -37,6 +37,7 @@ from .families import UnknownArchError  # one error class for every family
 from .objectives import Distortion, NotALikelihoodError, gaussian_kl, get_distortion, vae_loss
 
 __all__ = [
+    "recommended_settings",
     "ARCHS",
     "NET_DATASETS",
     "NetDataset",
@@ -284,12 +285,12 @@ class ConvUnit(nn.Module):
     """``conv -> [BatchNorm] -> [gate(u)] -> ReLU``; the gate exists only in MR-VAEs."""
 
     def __init__(self, spec: ConvSpec, *, batch_norm: bool, gate_kind: str | None,
-                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1) -> None:
+                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1, direction: str | None = None) -> None:
         super().__init__()
         self.conv = spec.build()
         self.bn = nn.BatchNorm2d(spec.out_channels) if batch_norm else None
-        self.gate = (Gate(spec.out_channels, gate_kind, hidden=tuple(hyper_hidden), in_features=hyper_in)
-                     if gate_kind else None)
+        self.gate = (Gate(spec.out_channels, gate_kind, hidden=tuple(hyper_hidden), in_features=hyper_in,
+                          direction=direction) if gate_kind else None)
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | GateContext | None) -> torch.Tensor:
         g = fold_scale(self.gate, u)
@@ -307,13 +308,13 @@ class ResBlock(nn.Module):
     """``relu(x + g2(conv2(relu(g1(conv1(x))))))`` with two 3x3 convs; gates only in MR-VAEs."""
 
     def __init__(self, channels: int, *, gate_kind: str | None, hyper_hidden: Sequence[int] = (),
-                 hyper_in: int = 1) -> None:
+                 hyper_in: int = 1, direction: str | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, 3, 1, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, padding=1)
-        hidden = tuple(hyper_hidden)
-        self.gate1 = Gate(channels, gate_kind, hidden=hidden, in_features=hyper_in) if gate_kind else None
-        self.gate2 = Gate(channels, gate_kind, hidden=hidden, in_features=hyper_in) if gate_kind else None
+        opts = dict(hidden=tuple(hyper_hidden), in_features=hyper_in, direction=direction)
+        self.gate1 = Gate(channels, gate_kind, **opts) if gate_kind else None
+        self.gate2 = Gate(channels, gate_kind, **opts) if gate_kind else None
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | GateContext | None) -> torch.Tensor:
         g1, g2 = fold_scale(self.gate1, u), fold_scale(self.gate2, u)
@@ -325,14 +326,14 @@ class ResBlock(nn.Module):
 
 
 def _make_units(specs: Sequence[Any], *, batch_norm: bool, gate_kind: str | None,
-                hyper_hidden: Sequence[int], hyper_in: int = 1) -> nn.ModuleList:
+                hyper_hidden: Sequence[int], hyper_in: int = 1, direction: str | None = None) -> nn.ModuleList:
     units = []
+    gating = dict(gate_kind=gate_kind, hyper_hidden=hyper_hidden, hyper_in=hyper_in, direction=direction)
     for s in specs:
         if isinstance(s, ResSpec):
-            units.append(ResBlock(s.channels, gate_kind=gate_kind, hyper_hidden=hyper_hidden, hyper_in=hyper_in))
+            units.append(ResBlock(s.channels, **gating))
         else:
-            units.append(ConvUnit(s, batch_norm=batch_norm, gate_kind=gate_kind, hyper_hidden=hyper_hidden,
-                                  hyper_in=hyper_in))
+            units.append(ConvUnit(s, batch_norm=batch_norm, **gating))
     return nn.ModuleList(units)
 
 
@@ -362,12 +363,12 @@ class Decoder(nn.Module):
     ``forward(z, u) -> DecoderOutput(logits)``."""
 
     def __init__(self, spec: ArchSpec, latent_dim: int, *, gate_kind: str | None,
-                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1) -> None:
+                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1, direction: str | None = None) -> None:
         super().__init__()
         self.feature_shape = spec.decoder_feature_shape
         self.fc = nn.Linear(latent_dim, math.prod(self.feature_shape))
         self.units = _make_units(spec.decoder, batch_norm=spec.batch_norm, gate_kind=gate_kind,
-                                 hyper_hidden=hyper_hidden, hyper_in=hyper_in)
+                                 hyper_hidden=hyper_hidden, hyper_in=hyper_in, direction=direction)
         self.out = spec.output.build()
 
     def forward(self, z: torch.Tensor, u: torch.Tensor | None) -> DecoderOutput:
@@ -404,7 +405,7 @@ class VAE(GatedModel, nn.Module):
 
     def __init__(self, *, dataset: str, arch: str, mr: bool, latent_dim: int, beta_range: BetaRange,
                  enc_gate: str, dec_gate: str, hyper_hidden: tuple[int, ...], distortion: str,
-                 shared_hyper: int = 0) -> None:
+                 shared_hyper: int = 0, monotone_decoder: bool = False) -> None:
         super().__init__()
         info = NET_DATASETS[dataset]
         self.dataset = dataset
@@ -422,6 +423,8 @@ class VAE(GatedModel, nn.Module):
         }
         if shared_hyper:
             self._config["shared_hyper"] = int(shared_hyper)
+        if monotone_decoder and self.is_mr:
+            self._config["monotone_decoder"] = True
         # App. D's "2-layer MLP with a shared first layer": one Linear(1 -> H) + ReLU computed once per
         # forward feeds every gate's own Linear(H -> C)
         self.hyper_trunk = SharedHyperTrunk(int(shared_hyper)) if (mr and shared_hyper) else None
@@ -429,7 +432,8 @@ class VAE(GatedModel, nn.Module):
         self.encoder = Encoder(self.spec, self.latent_dim, gate_kind=enc_gate if mr else None,
                                hyper_hidden=hyper_hidden, hyper_in=hyper_in)
         self.decoder = Decoder(self.spec, self.latent_dim, gate_kind=dec_gate if mr else None,
-                               hyper_hidden=hyper_hidden, hyper_in=hyper_in)
+                               hyper_hidden=hyper_hidden, hyper_in=hyper_in,
+                               direction="decreasing" if monotone_decoder else None)
 
     # -- configuration ----------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -526,7 +530,7 @@ def count_parameters(model: nn.Module) -> int:
 def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_dim: int | None = None,
                 beta_range: BetaRange | dict | Sequence[float] = BetaRange(), enc_gate: str = "sigmoid",
                 dec_gate: str = "sqrt", hyper_hidden: Sequence[int] = (), distortion: str | None = None,
-                shared_hyper: int = 0) -> VAE:
+                shared_hyper: int = 0, monotone_decoder: bool = False) -> VAE:
     """Build a Conv/ResNet beta-VAE (``mr=False``) or MR-VAE for ``dataset``.
 
     Datasets: ``mnist``, ``omniglot`` (28x28x1, latent 32, bernoulli), ``cifar10`` (32x32x3, latent 256),
@@ -534,6 +538,10 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
     ``sse``).  ``enc_gate`` / ``dec_gate`` are gate kinds of :class:`linvae.conditioning.Gate`;
     ``hyper_hidden`` the hidden widths of every gate's hyper network (``()`` = the paper's affine map);
     ``shared_hyper=H`` adds one shared ``relu(Linear(1 -> H))`` layer feeding every gate (App. D's shared MLP).
+    ``monotone_decoder=True`` keeps every decoder gate non-increasing in beta, the direction of the exact
+    linear-VAE decoder response (paper-notes 2.5; the gates' slopes are clamped after each optimiser step,
+    :meth:`linvae.conditioning.Gate.project_`); it needs the affine hyper map (no ``hyper_hidden`` or
+    ``shared_hyper``).  ``False`` (default) is the paper's free gate.
     ``build_model(**model.config)`` rebuilds the same architecture.
     """
     if not isinstance(dataset, str) or dataset.lower() not in NET_DATASETS:
@@ -554,19 +562,38 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
         raise ValueError(f"hyper_hidden must be a sequence of positive integers, got {hyper_hidden!r}")
     if isinstance(shared_hyper, bool) or not isinstance(shared_hyper, int) or shared_hyper < 0:
         raise ValueError(f"shared_hyper must be an integer >= 0 (0: no shared layer), got {shared_hyper!r}")
+    if not isinstance(monotone_decoder, bool):
+        raise ValueError(f"monotone_decoder must be true or false, got {monotone_decoder!r}")
+    if monotone_decoder and mr and (hidden or shared_hyper or dec_gate == "film"):
+        raise ValueError("monotone_decoder needs the affine gate map and a sigmoid or sqrt decoder gate "
+                         f"(got hyper_hidden={list(hidden)}, shared_hyper={shared_hyper}, dec_gate={dec_gate!r})")
     distortion = info.distortion if distortion is None else distortion
     get_distortion(distortion)  # validates, lists the valid names
     return VAE(dataset=dataset, arch=arch, mr=bool(mr), latent_dim=latent_dim,
                beta_range=as_beta_range(beta_range), enc_gate=enc_gate, dec_gate=dec_gate,
-               hyper_hidden=hidden, distortion=distortion, shared_hyper=shared_hyper)
+               hyper_hidden=hidden, distortion=distortion, shared_hyper=shared_hyper,
+               monotone_decoder=monotone_decoder)
 
 
 def build_from_config(config: Any, data: Any = None) -> VAE:
     """The Conv/ResNet VAE a :class:`deep.train.TrainConfig` describes (``data`` is not needed)."""
+    options = dict(getattr(config, "model_options", None) or {})
+    if options.get("monotone_decoder") is True and config.mr and (config.dec_gate == "film" or config.hyper_hidden):
+        raise ValueError(f"monotone decoder gates (the mrvae-cli default for Conv/ResNet MR-VAEs) need a sigmoid "
+                         f"or sqrt decoder gate with the affine hyper map; got dec_gate={config.dec_gate!r}, "
+                         f"hyper_hidden={list(config.hyper_hidden)}: add --model-option monotone_decoder=false")
     return build_model(config.dataset, config.arch, mr=config.mr, latent_dim=config.latent_dim,
                        beta_range=config.beta_range, enc_gate=config.enc_gate, dec_gate=config.dec_gate,
-                       hyper_hidden=tuple(config.hyper_hidden), distortion=config.distortion,
-                       **dict(getattr(config, "model_options", None) or {}))
+                       hyper_hidden=tuple(config.hyper_hidden), distortion=config.distortion, **options)
+
+
+def recommended_settings(dataset: str, model_options: dict | None = None) -> dict:
+    """Hook of :func:`deep.families.recommended_settings` (what ``mrvae-cli deep train`` uses when not told
+    otherwise): decoder gates kept non-increasing in beta (``monotone_decoder``), unless the options ask for
+    the shared hyper-MLP. The Python default of :func:`build_model` stays the paper's free gate."""
+    if (model_options or {}).get("shared_hyper"):
+        return {}
+    return {"model_options": {"monotone_decoder": True}}
 
 
 def rebuild(model_config: dict) -> VAE:

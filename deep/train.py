@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from linvae.conditioning import BETA_SAMPLING, BetaRange, Gate
+from linvae.conditioning import BETA_SAMPLING, BetaRange, Gate, GatedModel
 
 from . import distributed as D
 from . import families
@@ -717,6 +717,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
             f"the processes found different checkpoints in {run_dir}: with several nodes, --out must be "
             "on a filesystem that every node sees")
     net = model                          # the unwrapped module: state dicts, hooks, validation
+    project_gates = isinstance(net, GatedModel) and any(g.direction for g in net.gates())
     model = D.wrap(net, ctx)             # DDP under several processes (broadcasts process 0's weights)
     D.barrier(ctx)
 
@@ -799,6 +800,8 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
                 if config.grad_clip:
                     nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
                 optimizer.step()
+            if project_gates:  # monotone gates stay monotone (projected gradient step)
+                net.project_gates_()
             scheduler.step()
             if plateau["scale"] != 1.0:
                 for group in optimizer.param_groups:

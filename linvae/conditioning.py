@@ -34,6 +34,7 @@ __all__ = [
     "BetaRangeError",
     "sigmoid_gate",
     "sqrt_gate",
+    "GATE_DIRECTIONS",
     "GATE_KINDS",
     "Gate",
     "GateContext",
@@ -213,6 +214,9 @@ def gate_bias_for_value(kind: str, value: float) -> float:
     raise ValueError(f"no bias rule for gate kind {kind!r}")
 
 
+#: Monotone gate directions (in beta); ``None`` is the free gate of the paper.
+GATE_DIRECTIONS = ("increasing", "decreasing")
+
 GATE_KINDS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
     "sigmoid": sigmoid_gate,
     "sqrt": sqrt_gate,
@@ -263,6 +267,11 @@ class Gate(nn.Module):
     in_features: width of the hyper-input (1 for u itself; larger for shared hyper features).
     init_value: gate output at initialisation for every u (the gate starts open, never dead).
     channel_dim: dimension of ``x`` that holds the C channels (1 for ``(B, C)`` and ``(B, C, H, W)``).
+    direction: ``None`` (free, the paper's gate) or ``"increasing"`` / ``"decreasing"``: every channel's gate
+        value is monotone in beta that way.  Needs the affine map of the 1-d hyper-input (``hidden=()``,
+        ``in_features=1``) and kind sigmoid or sqrt; kept by :meth:`project_`, which clamps the slope
+        ``w`` to the sign the direction needs (call it after every optimiser step; the trainer does).
+        The exact linear-VAE decoder gate is ``decreasing`` (paper-notes 2.5).
 
     ``forward(x, u)``: ``x`` of shape ``(B, ..., C, ...)`` and ``u`` of shape ``(B,)`` or
     ``(B, in_features)``; returns a tensor shaped like ``x``.
@@ -270,10 +279,18 @@ class Gate(nn.Module):
 
     def __init__(self, features: int, kind: str = "sigmoid", *, hidden: Sequence[int] = (),
                  in_features: int = 1, init_value: float = 0.9, channel_dim: int = 1,
-                 activation: type[nn.Module] = nn.ReLU) -> None:
+                 activation: type[nn.Module] = nn.ReLU, direction: str | None = None) -> None:
         super().__init__()
         if kind not in GATE_KINDS:
             raise ValueError(f"unknown gate kind {kind!r}; choose from {sorted(GATE_KINDS)}")
+        if direction is not None:
+            if direction not in GATE_DIRECTIONS:
+                raise ValueError(f"unknown gate direction {direction!r}; choose None or one of {GATE_DIRECTIONS}")
+            if kind == "film" or tuple(hidden) or in_features != 1:
+                raise ValueError("a monotone gate needs kind sigmoid or sqrt and the affine map of the 1-d "
+                                 f"hyper-input (hidden=(), in_features=1); got kind={kind!r}, hidden={tuple(hidden)}, "
+                                 f"in_features={in_features}")
+        self.direction = direction
         self.features = features
         self.kind = kind
         self.channel_dim = channel_dim
@@ -313,8 +330,23 @@ class Gate(nn.Module):
             return self._broadcast(scale, x) * x + self._broadcast(shift, x)
         return self._broadcast(g, x) * x
 
+    def project_(self) -> None:
+        """Keep a monotone gate monotone in beta (a projected-gradient step; no-op for a free gate).
+
+        The gate value is ``f(w u + b)`` with ``u`` increasing in beta; ``sigmoid`` increases and ``sqrt``
+        decreases in its argument, so the sign of ``w`` fixes the direction."""
+        if self.direction is None:
+            return
+        w_nonnegative = (self.kind == "sigmoid") == (self.direction == "increasing")
+        with torch.no_grad():
+            if w_nonnegative:
+                self.hyper.out.weight.clamp_(min=0.0)
+            else:
+                self.hyper.out.weight.clamp_(max=0.0)
+
     def extra_repr(self) -> str:
-        return f"features={self.features}, kind={self.kind}, channel_dim={self.channel_dim}"
+        extra = f", direction={self.direction}" if self.direction else ""
+        return f"features={self.features}, kind={self.kind}, channel_dim={self.channel_dim}{extra}"
 
 
 def as_beta_range(value: "BetaRange | dict | Sequence[float]") -> "BetaRange":
@@ -353,6 +385,11 @@ class GatedModel:
     @property
     def num_gated_channels(self) -> int:
         return sum(g.features for g in self.gates())
+
+    def project_gates_(self) -> None:
+        """Apply every gate's constraint (:meth:`Gate.project_`); trainers call it after each optimiser step."""
+        for g in self.gates():
+            g.project_()
 
 
 def beta_batch(beta: torch.Tensor | float, batch: int, like: torch.Tensor, *,

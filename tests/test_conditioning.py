@@ -112,6 +112,39 @@ def test_gates_start_open_with_live_gradients(kind):
     assert torch.all(b.abs() > 0) and torch.all(w.abs() > 0)
 
 
+@pytest.mark.parametrize("kind", ["sigmoid", "sqrt"])
+@pytest.mark.parametrize("direction", ["increasing", "decreasing"])
+def test_projected_monotone_gate_is_monotone_in_beta(kind, direction):
+    torch.manual_seed(0)
+    gate, free = Gate(8, kind, direction=direction), Gate(8, kind)
+    with torch.no_grad():  # slopes of both signs, as training leaves them
+        for g in (gate, free):
+            g.hyper.out.weight.copy_(torch.linspace(-2.0, 2.0, 8).reshape(8, 1))
+            g.hyper.out.bias.fill_(-1.0)
+    beta = torch.logspace(-2, 1, 30)
+    u = BetaRange().standardize(beta)
+    steps = torch.diff(free.factors(u), dim=0)
+    assert (steps > 1e-6).any() and (steps < -1e-6).any()  # the free gate goes both ways
+    gate.project_()
+    free.project_()  # a free gate is left alone
+    assert torch.equal(free.hyper.out.weight, torch.linspace(-2.0, 2.0, 8).reshape(8, 1))
+    steps = torch.diff(gate.factors(u), dim=0)
+    assert bool((steps >= 0).all() if direction == "increasing" else (steps <= 0).all())
+    # channels already going the right way keep their slope; the others become constant in beta
+    w = gate.hyper.out.weight.reshape(-1)
+    kept = (w != 0)
+    assert kept.sum() == 4 and torch.equal(w[kept], torch.linspace(-2.0, 2.0, 8)[kept])
+
+
+def test_monotone_gate_needs_the_affine_one_input_map():
+    for kwargs in (dict(kind="film"), dict(hidden=(4,)), dict(in_features=3)):
+        kind = kwargs.pop("kind", "sqrt")
+        with pytest.raises(ValueError, match="affine map"):
+            Gate(4, kind, direction="decreasing", **kwargs)
+    with pytest.raises(ValueError, match="direction"):
+        Gate(4, "sqrt", direction="down")
+
+
 def test_gate_applies_per_channel_on_every_layout():
     gate = Gate(4, "sigmoid")
     with torch.no_grad():

@@ -145,3 +145,38 @@ def test_preset_option_reaches_the_nvae_builder(tmp_path, monkeypatch):
                "--out", str(tmp_path), "--quiet")
     assert r.exit_code != 0 and "stopped by the test" in r.output
     assert seen == {"preset": "small", "groups": 2}
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ((), {"monotone_decoder": True}),                                           # the CLI's recommendation
+    (("--model-option", "monotone_decoder=false"), {"monotone_decoder": False}),  # the user's word wins
+    (("--model-option", "shared_hyper=8"), {"shared_hyper": 8}),                 # App. D MLP: not affine
+])
+def test_conv_resnet_mr_vaes_get_monotone_decoder_gates_by_default(tmp_path, monkeypatch, extra, expected):
+    from deep import families, nets
+
+    seen = {}
+
+    def spy(config, data):
+        seen.update(config.model_options)
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setitem(families.DATASET_LOADERS, "mnist", lambda name, split, **kw: [])
+    monkeypatch.setattr(nets, "build_from_config", spy)
+    r = invoke("train", "--dataset", "mnist", "--arch", "conv", *extra, "--out", str(tmp_path), "--quiet")
+    assert "stopped by the test" in r.output
+    assert seen == expected
+
+
+def test_monotone_decoder_with_a_film_decoder_gate_says_how_to_switch_it_off(tmp_path, monkeypatch):
+    import types
+
+    from deep import nets
+
+    config = types.SimpleNamespace(dataset="mnist", arch="resnet", mr=True, latent_dim=None, beta_range=(0.01, 10.0),
+                                   enc_gate="sigmoid", dec_gate="film", hyper_hidden=(), distortion=None,
+                                   model_options={"monotone_decoder": True})
+    with pytest.raises(ValueError, match="--model-option monotone_decoder=false"):
+        nets.build_from_config(config)
+    config.model_options = {"monotone_decoder": False}
+    assert nets.build_from_config(config).config["dec_gate"] == "film"

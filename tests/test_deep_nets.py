@@ -243,6 +243,7 @@ def test_beta_shape_errors():
 # ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs", [
     dict(dataset="mnist", arch="resnet"),
+    dict(dataset="mnist", arch="conv", monotone_decoder=True),
     dict(dataset="omniglot", arch="resnet", mr=False),
     dict(dataset="svhn", arch="resnet", latent_dim=8, enc_gate="film", dec_gate="sigmoid", hyper_hidden=(4,),
          beta_range=BetaRange(0.1, 5.0), distortion="gaussian_nll"),
@@ -276,6 +277,19 @@ def test_build_model_validation_errors():
         build_model("mnist", latent_dim=0)
     with pytest.raises(ValueError):
         build_model("mnist", beta_range=(1.0, 0.1))
+    with pytest.raises(ValueError, match="affine gate map"):
+        build_model("mnist", monotone_decoder=True, hyper_hidden=(4,))
+    with pytest.raises(ValueError, match="true or false"):
+        build_model("mnist", monotone_decoder="yes")
+
+
+def test_monotone_decoder_constrains_only_the_decoder_gates():
+    model = build_model("mnist", "resnet", monotone_decoder=True)
+    assert model.config["monotone_decoder"] is True
+    assert {g.direction for g in model.decoder.modules() if isinstance(g, Gate)} == {"decreasing"}
+    assert {g.direction for g in model.encoder.modules() if isinstance(g, Gate)} == {None}
+    assert "monotone_decoder" not in build_model("mnist", "resnet").config  # the paper's free gates
+    assert "monotone_decoder" not in build_model("mnist", "resnet", mr=False, monotone_decoder=True).config
 
 
 def test_log_likelihood_is_minus_distortion_and_refused_for_sse():

@@ -499,3 +499,46 @@ def test_sweep_trains_one_run_per_beta_and_schedule(tmp_path, tiny_family):
     T.sweep(cfg, betas=[0.1, 1.0], schedules=("constant", "linear"), progress=False)
     with pytest.raises(T.ConfigError, match="unknown schedule"):
         T.sweep(cfg, schedules=("warm",))
+
+
+class _Binary28:
+    """28x28 binary images with a known structure (blobs at random places), for the real Conv/ResNet nets."""
+
+    protocol, binarization, name, shape = "synthetic binary 28x28", "static", "synthetic", (1, 28, 28)
+
+    def __init__(self, n: int = 256, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+        centre = torch.rand((n, 2, 1, 1), generator=g) * 20 + 4
+        self.x = (((yy - centre[:, :1]) ** 2 + (xx - centre[:, 1:]) ** 2) < 25).float()  # (n, 1, 28, 28)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def get_batch(self, index, *, train=False, generator=None):
+        return self.x[torch.as_tensor(index)]
+
+    def meta(self) -> dict:
+        return {"name": self.name, "n": len(self), "protocol": self.protocol}
+
+
+@pytest.mark.parametrize("monotone", [False, True])
+def test_trainer_keeps_monotone_decoder_gates_monotone(tmp_path, monotone):
+    from deep.nets import build_model
+    from linvae.conditioning import Gate
+
+    cfg = T.TrainConfig(dataset="mnist", arch="resnet", epochs=1, batch_size=32, lr=3e-3, hyper_lr_mult=30.0,
+                        device="cpu", out_dir=str(tmp_path), run_name="run", n_betas=3,
+                        model_options={"monotone_decoder": monotone})
+    torch.manual_seed(0)
+    model = build_model("mnist", "resnet", monotone_decoder=monotone)
+    T.train(cfg, model=model, data=_Binary28(), progress=False)
+    slopes = torch.cat([g.hyper.out.weight.reshape(-1) for g in model.decoder.modules() if isinstance(g, Gate)])
+    if not monotone:  # eight steps at lr 0.09 move the free slopes both ways
+        assert (slopes < 0).any() and (slopes > 0).any()
+        return
+    assert bool((slopes >= 0).all()) and (slopes > 0).any()
+    u = model.beta_range.standardize(torch.logspace(-2, 1, 12))
+    for g in model.decoder.modules():
+        if isinstance(g, Gate):
+            assert bool((torch.diff(g.factors(u), dim=0) <= 0).all())  # every decoder gate closes as beta grows
