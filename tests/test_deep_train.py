@@ -501,25 +501,16 @@ def test_sweep_trains_one_run_per_beta_and_schedule(tmp_path, tiny_family):
         T.sweep(cfg, schedules=("warm",))
 
 
-class _Binary28:
-    """28x28 binary images with a known structure (blobs at random places), for the real Conv/ResNet nets."""
+def _blobs28(n: int = 256, seed: int = 0):
+    """A real :class:`deep.data.ImageSplit` of 28x28 binary discs at random places (for the Conv/ResNet nets)."""
+    from deep.data import ImageSplit
 
-    protocol, binarization, name, shape = "synthetic binary 28x28", "static", "synthetic", (1, 28, 28)
-
-    def __init__(self, n: int = 256, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
-        centre = torch.rand((n, 2, 1, 1), generator=g) * 20 + 4
-        self.x = (((yy - centre[:, :1]) ** 2 + (xx - centre[:, 1:]) ** 2) < 25).float()  # (n, 1, 28, 28)
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def get_batch(self, index, *, train=False, generator=None):
-        return self.x[torch.as_tensor(index)]
-
-    def meta(self) -> dict:
-        return {"name": self.name, "n": len(self), "protocol": self.protocol}
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    centre = torch.rand((n, 2, 1, 1), generator=g) * 20 + 4
+    images = (((yy - centre[:, :1]) ** 2 + (xx - centre[:, 1:]) ** 2) < 25).to(torch.uint8)  # (n, 1, 28, 28)
+    return ImageSplit("blobs", "train", images.numpy(), protocol="synthetic discs", binarization="static",
+                      likelihood="bernoulli")
 
 
 @pytest.mark.parametrize("monotone", [False, True])
@@ -532,7 +523,7 @@ def test_trainer_keeps_monotone_decoder_gates_monotone(tmp_path, monotone):
                         model_options={"monotone_decoder": monotone})
     torch.manual_seed(0)
     model = build_model("mnist", "resnet", monotone_decoder=monotone)
-    T.train(cfg, model=model, data=_Binary28(), progress=False)
+    T.train(cfg, model=model, data=_blobs28(), progress=False)
     slopes = torch.cat([g.hyper.out.weight.reshape(-1) for g in model.decoder.modules() if isinstance(g, Gate)])
     if not monotone:  # eight steps at lr 0.09 move the free slopes both ways
         assert (slopes < 0).any() and (slopes > 0).any()
