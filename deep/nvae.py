@@ -17,8 +17,8 @@ Architecture (top-down hierarchy of latent groups over scales)
   state through ``conv1x1([h, z])``; an up-sampling cell joins the scales; ``num_postprocess_blocks`` blocks
   (first cell up-samples) and ELU-conv3x3 give the likelihood parameters.
 * Residual normal posterior: ``mu_q = mu_p + dmu``, ``sigma_q = sigma_p * exp(dlog_sigma)``; every mean and
-  log-scale piece is soft-clamped to (-5, 5).  With ``ada_groups`` the coarsest scale has
-  ``groups_per_scale`` groups and each finer scale half as many (at least 1).
+  log-scale piece is soft-clamped to (-5, 5).  With ``ada_groups`` the finest latent scale has
+  ``groups_per_scale`` groups and each coarser scale half as many (at least 1), as in NVAE.
 * Likelihood: Bernoulli for binary images, discretised logistic mixture (10 components, 256 bins) for colour.
 
 Rate and distortion (nats per example)
@@ -285,8 +285,10 @@ class NVAE(GatedModel, nn.Module):
                      ph - height - (ph - height) // 2)  # left, right, top, bottom
         scale_channels = [opts.channels * 2 ** (n_pre + s) for s in range(n_scales)]
         scale_hw = [(ph // 2 ** (n_pre + s), pw // 2 ** (n_pre + s)) for s in range(n_scales)]
-        groups_at = [opts.groups_per_scale if not opts.ada_groups else
-                     max(1, opts.groups_per_scale // 2 ** (n_scales - 1 - s)) for s in range(n_scales)]
+        # scale 0 is the finest; with ada_groups it has groups_per_scale groups and each coarser scale half as
+        # many (at least 1), as NVAE's adaptive group sizes do
+        groups_at = [opts.groups_per_scale if not opts.ada_groups else max(1, opts.groups_per_scale // 2 ** s)
+                     for s in range(n_scales)]
         specs: list[GroupSpec] = []
         for s in reversed(range(n_scales)):
             for g in range(groups_at[s]):
