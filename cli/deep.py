@@ -103,7 +103,9 @@ def _common_train_options(f):
         click.option("--preset", default=None,
                      help="Architecture preset (nvae: small | paper; same as --model-option preset=...)."),
         click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE",
-                     help="Architecture option, repeatable (e.g. preset=small for nvae, dropout=0.5 for lstm)."),
+                     help="Architecture option, repeatable (e.g. preset=small for nvae, dropout=0.5 for lstm, "
+                          "monotone_decoder=false for the paper's free decoder gates in conv/resnet MR-VAEs; "
+                          "the CLI default keeps them non-increasing in beta)."),
         click.option("--eval-option", "eval_option", multiple=True, metavar="KEY=VALUE",
                      help="Option of the family's evaluation sweep, repeatable (e.g. mig_samples=2000)."),
         click.option("--data-option", "data_option", multiple=True, metavar="KEY=VALUE",
