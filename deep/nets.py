@@ -565,8 +565,10 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
     if not isinstance(monotone_decoder, bool):
         raise ValueError(f"monotone_decoder must be true or false, got {monotone_decoder!r}")
     if monotone_decoder and mr and (hidden or shared_hyper or dec_gate == "film"):
-        raise ValueError("monotone_decoder needs the affine gate map and a sigmoid or sqrt decoder gate "
-                         f"(got hyper_hidden={list(hidden)}, shared_hyper={shared_hyper}, dec_gate={dec_gate!r})")
+        raise ValueError("monotone_decoder (the mrvae-cli default for Conv/ResNet MR-VAEs) needs the affine gate "
+                         f"map and a sigmoid or sqrt decoder gate (got hyper_hidden={list(hidden)}, "
+                         f"shared_hyper={shared_hyper}, dec_gate={dec_gate!r}): pass monotone_decoder=False "
+                         "(--model-option monotone_decoder=false)")
     distortion = info.distortion if distortion is None else distortion
     get_distortion(distortion)  # validates, lists the valid names
     return VAE(dataset=dataset, arch=arch, mr=bool(mr), latent_dim=latent_dim,
@@ -577,14 +579,10 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
 
 def build_from_config(config: Any, data: Any = None) -> VAE:
     """The Conv/ResNet VAE a :class:`deep.train.TrainConfig` describes (``data`` is not needed)."""
-    options = dict(getattr(config, "model_options", None) or {})
-    if options.get("monotone_decoder") is True and config.mr and (config.dec_gate == "film" or config.hyper_hidden):
-        raise ValueError(f"monotone decoder gates (the mrvae-cli default for Conv/ResNet MR-VAEs) need a sigmoid "
-                         f"or sqrt decoder gate with the affine hyper map; got dec_gate={config.dec_gate!r}, "
-                         f"hyper_hidden={list(config.hyper_hidden)}: add --model-option monotone_decoder=false")
     return build_model(config.dataset, config.arch, mr=config.mr, latent_dim=config.latent_dim,
                        beta_range=config.beta_range, enc_gate=config.enc_gate, dec_gate=config.dec_gate,
-                       hyper_hidden=tuple(config.hyper_hidden), distortion=config.distortion, **options)
+                       hyper_hidden=tuple(config.hyper_hidden), distortion=config.distortion,
+                       **dict(getattr(config, "model_options", None) or {}))
 
 
 def recommended_settings(dataset: str, model_options: dict | None = None) -> dict:

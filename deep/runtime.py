@@ -38,22 +38,24 @@ def tune_cpu_allocator() -> dict:
     when switched off by ``MRVAE_CPU_MALLOC=0``, off Linux/glibc, or when ``mallopt`` refuses a value.
     """
     global _STATE
-    if _STATE is not None:
-        return dict(_STATE)
+    if _STATE is None:
+        _STATE = _apply_settings()
+    return dict(_STATE)
+
+
+def _apply_settings() -> dict:
     switch = os.environ.get(ALLOCATOR_ENV, "1").strip()
     if switch.lower() in ("0", "false", "no", "off"):
-        _STATE = {"applied": False, "reason": f"{ALLOCATOR_ENV}={switch}"}
-        return dict(_STATE)
+        return {"applied": False, "reason": f"{ALLOCATOR_ENV}={switch}"}
     libc = _glibc()
     if libc is None:
-        _STATE = {"applied": False, "reason": "not glibc"}
-        return dict(_STATE)
+        return {"applied": False, "reason": "not glibc"}
     refused = [name for name, param in (("mmap_threshold", _M_MMAP_THRESHOLD), ("trim_threshold", _M_TRIM_THRESHOLD),
                                         ("top_pad", _M_TOP_PAD))
                if libc.mallopt(ctypes.c_int(param), ctypes.c_int(MALLOC_SETTINGS[name])) != 1]
-    _STATE = ({"allocator": "glibc", "applied": True, **MALLOC_SETTINGS} if not refused else
-              {"allocator": "glibc", "applied": False, "reason": f"mallopt refused {', '.join(refused)}"})
-    return dict(_STATE)
+    if refused:
+        return {"allocator": "glibc", "applied": False, "reason": f"mallopt refused {', '.join(refused)}"}
+    return {"allocator": "glibc", "applied": True, **MALLOC_SETTINGS}
 
 
 def _glibc() -> ctypes.CDLL | None:
