@@ -32,10 +32,11 @@ from pathlib import Path
 import torch
 
 from deep.evaluate import rd_sweep
-from deep.nets import build_model
-from deep.runs import read_jsonl
-from deep.runtime import ALLOCATOR_ENV, tune_cpu_allocator
-from deep.train import TrainConfig, resolve_device, train
+from deep.models.convnets import build_model
+from deep.train.runs import read_jsonl
+from deep.train.runtime import ALLOCATOR_ENV, tune_cpu_allocator
+from deep.train import TrainConfig, train
+from deep.train.config import resolve_device
 from linvae.conditioning import BetaRange
 
 
@@ -60,7 +61,7 @@ class _Synthetic:
 
 def _data(split: str, n: int, data_dir: str | None):
     try:
-        from deep.data import load_split
+        from deep.data.images import load_split
         return load_split("mnist", split, data_dir=data_dir), "binarised MNIST (real)"
     except Exception as exc:  # missing data: fall back, and say so
         print(f"[bench] real MNIST unavailable ({type(exc).__name__}); using synthetic images")
@@ -182,7 +183,7 @@ def bench_eval(args, device) -> dict:
 
 _MEM_SCRIPT = r"""
 import json, sys, torch
-from deep.nets import build_model
+from deep.models.convnets import build_model
 
 def status(key):  # kB fields of /proc/self/status (Linux); VmHWM is the peak RSS of this process image
     for line in open("/proc/self/status"):
@@ -190,7 +191,7 @@ def status(key):  # kB fields of /proc/self/status (Linux); VmHWM is the peak RS
             return int(line.split()[1]) / 1024
 mr, arch, device, steps = sys.argv[1] == "1", sys.argv[2], sys.argv[3], int(sys.argv[4])
 if device == "cpu":  # the same allocator setting as the trainer (MRVAE_CPU_MALLOC is inherited)
-    from deep.runtime import tune_cpu_allocator
+    from deep.train.runtime import tune_cpu_allocator
     tune_cpu_allocator()
 torch.manual_seed(0)
 m = build_model("mnist", arch, mr=mr).to(device)

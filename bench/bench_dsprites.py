@@ -1,7 +1,7 @@
 """dSprites beta-TCVAE vs MR-beta-TCVAE: generation cache and one training epoch, side by side.
 
-1. Generation: loads the full 737,280-image grid rendered by :func:`deep.dsprites.render`
-   twice through :func:`deep.dsprites.load_split` (``source="generated"``): the first load renders
+1. Generation: loads the full 737,280-image grid rendered by :func:`deep.data.dsprites.render`
+   twice through :func:`deep.data.dsprites.load_split` (``source="generated"``): the first load renders
    and caches it (``~/.cache/mrvae/processed``; unless it was cached already, which is reported),
    the second reads the cache.  ``--fresh-cache`` renders into a temporary cache folder so that the
    first load always renders.
@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deep import dsprites as ds  # noqa: E402
-from deep.tcvae import build_model  # noqa: E402
+from deep.data import dsprites as ds  # noqa: E402
+from deep.models.tcvae import build_model  # noqa: E402
 from linvae.conditioning import BetaRange  # noqa: E402
 
 

@@ -28,8 +28,8 @@ import time
 
 import torch
 
-from deep.nvae import NVAE_DATASETS, build_nvae, count_parameters
-from deep.runtime import ALLOCATOR_ENV, tune_cpu_allocator
+from deep.models.nvae.model import NVAE_DATASETS, build_nvae, count_parameters
+from deep.train.runtime import ALLOCATOR_ENV, tune_cpu_allocator
 from linvae.conditioning import BetaRange
 
 

@@ -64,8 +64,8 @@ class SyntheticMNIST:
 
 def worker(spec: dict) -> None:
     """One variant, in every process torchrun started: train, and (process 0) write the throughput."""
-    from deep.distributed import is_main_process
-    from deep.runs import read_jsonl
+    from deep.train.distributed import is_main_process
+    from deep.train.runs import read_jsonl
     from deep.train import TrainConfig, train
 
     cfg = TrainConfig(**spec["config"])
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.worker:
         worker(json.loads(args.worker))
         return {}
-    from deep.distributed import usable_cores
+    from deep.train.distributed import usable_cores
 
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -1,6 +1,6 @@
 """Training throughput (tokens/second) of the MR LSTM text VAE vs the beta-VAE with the same network.
 
-Both models are the He et al. (2019) LSTM VAE of :mod:`deep.text` (embedding 256, LSTM 256, latent 32,
+Both models are the He et al. (2019) LSTM VAE of :mod:`deep.models.text` (embedding 256, LSTM 256, latent 32,
 decoder dropout 0.5) with the same initial weights; the MR-VAE adds the beta gates.  One training step is
 what the trainer does: sample beta (MR: log-uniform on [0.01, 10], one per document; beta-VAE: 1), forward,
 ``mean(distortion + beta * rate)``, backward, gradient-norm clipping at 5, Adam.  Both kinds train on the
@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from deep.text import TextSplit, Vocabulary, build_text_vae, load_split
+from deep.models.text import TextSplit, Vocabulary, build_text_vae, load_split
 from linvae.conditioning import BetaRange
 
 

@@ -20,7 +20,7 @@ data_dir_option = click.option(
 def user_errors() -> Iterator[None]:
     """Turn errors a user can cause and fix into ``click.ClickException`` (one clear message, exit
     code 1, no traceback) and print each distinct warning once on stderr."""
-    from deep.runs import RunError  # noqa: PLC0415 (deep imports linvae, not cli)
+    from deep.train.runs import RunError  # noqa: PLC0415 (deep imports linvae, not cli)
 
     expected = (DatasetMissingError, DataIntegrityError, BetaRangeError, RunError, ValueError,
                 FileNotFoundError, FloatingPointError)

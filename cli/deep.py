@@ -23,7 +23,7 @@ _TRAIN_DEFAULT_EPOCHS = 10
 # error handling
 # ------------------------------------------------------------------------------------------
 def _trainable_datasets() -> list[str]:
-    from deep.families import valid_datasets
+    from deep.models.registry import valid_datasets
 
     return valid_datasets()
 
@@ -37,7 +37,7 @@ def _check_dataset(name: str) -> str:
 
 
 def _check_arch(name: str, dataset: str) -> str:
-    from deep.families import ARCHS
+    from deep.models.registry import ARCHS
 
     if name not in ARCHS:
         raise click.BadParameter(f"unknown architecture {name!r}; choose one of: {', '.join(ARCHS)}",
@@ -65,10 +65,10 @@ def _parse_options(items: tuple[str, ...], option: str) -> dict:
 
 def _family_defaults(opts: dict, fields: dict) -> dict:
     """Fill the fields the user left at their CLI defaults with the family's recommended values
-    (:data:`deep.families.RECOMMENDED`, e.g. batch 2048 and beta range [0.1, 10] for dSprites)."""
+    (:data:`deep.models.registry.RECOMMENDED`, e.g. batch 2048 and beta range [0.1, 10] for dSprites)."""
     from click.core import ParameterSource
 
-    from deep.families import recommended_settings
+    from deep.models.registry import recommended_settings
 
     ctx = click.get_current_context()
     rec = recommended_settings(fields["dataset"], fields["arch"], fields.get("model_options"))
@@ -168,7 +168,7 @@ def _common_train_options(f):
 def _config_from(opts: dict, **extra: Any):
     from deep.train import TrainConfig
 
-    from deep.families import DEFAULT_ARCH
+    from deep.models.registry import DEFAULT_ARCH
 
     _check_dataset(opts["dataset"])
     arch = opts["arch"] or DEFAULT_ARCH.get(opts["dataset"], "resnet")
@@ -259,7 +259,7 @@ def train(**opts: Any) -> None:
 
     Example: mrvae-cli deep train --dataset omniglot --epochs 1
     """
-    from deep.distributed import is_main_process
+    from deep.train.distributed import is_main_process
     from deep.train import train as train_run
 
     main = is_main_process()          # under torchrun only process 0 prints and evaluates
@@ -288,7 +288,7 @@ def train(**opts: Any) -> None:
 @click.option("--no-eval", is_flag=True, help="Skip the RD evaluation after training.")
 def resume(run: str, quiet: bool, no_eval: bool) -> None:
     """Continue the run in folder RUN with the settings stored there."""
-    from deep.distributed import is_main_process
+    from deep.train.distributed import is_main_process
     from deep.train import load_config, resume_run
 
     main = is_main_process()          # under torchrun only process 0 prints and evaluates
@@ -312,8 +312,8 @@ def resume(run: str, quiet: bool, no_eval: bool) -> None:
               help="Train N runs at once in separate processes (each with cores // N threads unless --threads).")
 def sweep(**opts: Any) -> None:
     """Train the 10 baseline beta-VAEs (per schedule) with one shared config."""
-    from deep.distributed import is_main_process
-    from deep.train import sweep as sweep_runs
+    from deep.train.distributed import is_main_process
+    from deep.experiments.sweep import sweep as sweep_runs
 
     main = is_main_process()          # under torchrun only process 0 prints
     echo = click.echo if main else (lambda *a, **k: None)
@@ -390,7 +390,7 @@ def _sci(n: float) -> str:
 @click.option("--no-nvae", is_flag=True, help="Skip the NVAE rows (building the paper-size NVAE takes seconds).")
 def params(no_nvae: bool) -> None:
     """Print Table 1: parameter counts of beta-VAEs and MR-VAEs (corrected exponents)."""
-    from deep.nets import parameter_table
+    from deep.models.convnets import parameter_table
 
     rows = parameter_table()
     click.echo("Table 1: parameters, beta-VAE -> MR-VAE (this implementation; paper values with corrected "
@@ -410,7 +410,7 @@ def params(no_nvae: bool) -> None:
     click.echo("The paper's CNN increases (0.9-2%) match beta-conditioned BatchNorm on top of the gates; this "
                "implementation gates channels only (2 parameters per gated channel).")
     if not no_nvae:
-        from deep.nvae import nvae_parameter_table
+        from deep.models.nvae.model import nvae_parameter_table
 
         click.echo("")
         click.echo("NVAE (preset 'paper'; every conv and SE linear gated):")

@@ -1,6 +1,6 @@
 """``mrvae-cli experiment ...`` and ``mrvae-cli figures``: run the paper's experiments, regenerate figures.
 
-Thin wrappers over :mod:`paper_figures.experiments` (registry and runner) and
+Thin wrappers over :mod:`deep.experiments.paper` (registry and runner) and
 :mod:`paper_figures.regenerate` (figures and tables from result files only).
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ def experiment() -> None:
               help="Preset whose budget and run count are shown.")
 def list_experiments(preset: str) -> None:
     """List the experiments, their figures, run counts and budgets."""
-    from paper_figures.experiments import EXPERIMENTS, RUN_ALL_ORDER, missing_requirements
+    from deep.experiments.paper import EXPERIMENTS, RUN_ALL_ORDER, missing_requirements
 
     with user_errors():
         for name in RUN_ALL_ORDER:
@@ -59,7 +59,7 @@ def run(name: str, preset: str, results: str | None, data_dir: str | None, devic
 
     Example: mrvae-cli experiment run fig8_sensitivity --preset cpu
     """
-    from paper_figures.experiments import RUN_ALL_ORDER, get_experiment, run_experiment
+    from deep.experiments.paper import RUN_ALL_ORDER, get_experiment, run_experiment
 
     with user_errors():
         if threads is not None and threads < 1:

@@ -422,7 +422,7 @@ class GateContext:
     def __init__(self, u: torch.Tensor, gates: Sequence[Gate]) -> None:
         self.u = u
         #: one hyper-input for the whole batch (``u`` has one row): the factors are ``(1, C)`` and a layer
-        #: may fold them into its weights instead of scaling its output (see ``deep.nets``)
+        #: may fold them into its weights instead of scaling its output (see ``deep.models.convnets``)
         self.shared = u.shape[0] == 1
         self._factors: dict[int, torch.Tensor] = {}
         fused: dict[str, list[Gate]] = {}

@@ -61,7 +61,7 @@ def save(fig, out_prefix: str | Path, caption: str | None = None) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------
-# experiment manifests and rd.json files (written by paper_figures.experiments)
+# experiment manifests and rd.json files (written by deep.experiments.paper)
 # ------------------------------------------------------------------------------------------
 import math  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402

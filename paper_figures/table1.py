@@ -1,9 +1,9 @@
 """Table 1: parameter counts of beta-VAEs and MR-VAEs, this implementation next to the paper's numbers
 (with the paper's exponents corrected: every printed exponent is 10x too small, paper-notes §4.2).
 
-Counts come from :func:`deep.nets.parameter_table` (models built on the ``meta`` device: no weights, no
-training), plus NVAE rows when ``deep.nvae`` provides ``nvae_parameter_table()`` and LSTM rows when
-``deep.text`` provides ``text_parameter_table()`` (same row format). Writes ``<out>.md`` and ``<out>.csv``.
+Counts come from :func:`deep.models.convnets.parameter_table` (models built on the ``meta`` device: no weights, no
+training), plus NVAE rows when ``deep.models.nvae.model`` provides ``nvae_parameter_table()`` and LSTM rows when
+``deep.models.text`` provides ``text_parameter_table()`` (same row format). Writes ``<out>.md`` and ``<out>.csv``.
 Usage: ``python -m paper_figures.table1 [RESULTS_ROOT (unused)] [OUT_PREFIX]``.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .style import MalformedResultsError, figure_main, write_table
 REQUIRED: tuple[str, ...] = ()
 OPTIONAL: tuple[str, ...] = ()
 #: Optional providers of more rows: (module, function); skipped when absent.
-EXTRA_PROVIDERS = (("deep.nvae", "nvae_parameter_table"), ("deep.text", "text_parameter_table"))
+EXTRA_PROVIDERS = (("deep.models.nvae.model", "nvae_parameter_table"), ("deep.models.text", "text_parameter_table"))
 ROW_KEYS = ("data", "arch", "beta_vae_params", "mr_vae_params")
 #: Table 1's Yahoo LSTM row as printed (x10^4): beta-VAE, MR-VAE, increase %.
 PAPER_LSTM = (88.21e4, 93.51e4, 6.01)
@@ -38,15 +38,15 @@ def normalize_row(row: dict, module: str) -> dict:
             alt = [k for k in r if k.startswith(f"{kind}_") and k.endswith("_params") and not k.startswith("paper")]
             if len(alt) == 1:
                 r[want] = r[alt[0]]
-    r.setdefault("arch", {"deep.nvae": "nvae", "deep.text": "lstm", "deep.tcvae": "mlp"}.get(module, module))
+    r.setdefault("arch", {"deep.models.nvae.model": "nvae", "deep.models.text": "lstm", "deep.models.tcvae": "mlp"}.get(module, module))
     return r
 
 
 def collect_rows() -> tuple[list[dict], list[str]]:
     """Rows for the table and notes on the optional providers (present or not)."""
-    from deep.nets import parameter_table
+    from deep.models.convnets import parameter_table
 
-    rows = [dict(r, source="deep.nets.parameter_table") for r in parameter_table()]
+    rows = [dict(r, source="deep.models.convnets.parameter_table") for r in parameter_table()]
     notes = []
     for module, func in EXTRA_PROVIDERS:
         try:
@@ -70,7 +70,7 @@ def collect_rows() -> tuple[list[dict], list[str]]:
                      "increase_pct": None, "paper_beta_vae_params": PAPER_LSTM[0], "paper_mr_vae_params": PAPER_LSTM[1],
                      "paper_increase_pct": PAPER_LSTM[2], "source": "paper only",
                      "note": "paper values as printed (x10^4; the exponent is not verified for this row); no LSTM "
-                             "count here (deep.text exposes no text_parameter_table())"})
+                             "count here (deep.models.text exposes no text_parameter_table())"})
     for r in rows:
         r["arch_name"] = ARCH_NAMES.get(r["arch"], r["arch"]) + (f" ({r['preset']} preset)" if r.get("preset") else "")
         if r.get("increase_pct") is None and r.get("beta_vae_params") and r.get("mr_vae_params"):

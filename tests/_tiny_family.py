@@ -27,8 +27,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from deep.nets import VAEOutput
-from deep.objectives import gaussian_kl, get_distortion
+from deep.models.convnets import VAEOutput
+from deep.models.objectives import gaussian_kl, get_distortion
 from linvae.conditioning import BetaRange, Gate
 
 SHAPE = (1, 6, 6)
@@ -171,15 +171,15 @@ def rebuild(model_config: dict) -> TinyVAE:
 
 def entries() -> tuple:
     """The registry entries ``(loader, ArchSpec)`` of this family."""
-    from deep import families
+    from deep.models import registry as families
 
     return load_split, families.ArchSpec(ARCH, build=build, rebuild=rebuild, evaluate=None,
                                          datasets=(DATASET,), description="test MLP")
 
 
 def register() -> None:
-    """Add the family to :mod:`deep.families` (in this process)."""
-    from deep import families
+    """Add the family to :mod:`deep.models.registry` (in this process)."""
+    from deep.models import registry as families
 
     loader, spec = entries()
     families.DATASET_LOADERS[DATASET] = loader
@@ -192,8 +192,9 @@ def _main(argv: list[str]) -> int:
     code = 0
     error = None
     if mode == "lib":
-        from deep.runs import RunError
-        from deep.train import TrainConfig, sweep, train
+        from deep.train.runs import RunError
+        from deep.experiments.sweep import sweep
+        from deep.train import TrainConfig, train
 
         spec = json.loads(rest[0])
         try:

@@ -32,7 +32,7 @@ VOLATILE = ("time", "per_s", "memory", "_mb", "elapsed", "path", "run", "code_ve
 
 def _discs(n: int, seed: int):
     """An ImageSplit of 28x28 binary discs at random places."""
-    from deep.data import ImageSplit
+    from deep.data.images import ImageSplit
 
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
@@ -45,7 +45,7 @@ def _discs(n: int, seed: int):
 
 def _dsprites_grid(split: str):
     """A complete small dSprites factor grid (3x2x2x4x4 = 192 images, real rendering)."""
-    from deep import dsprites as ds
+    from deep.data import dsprites as ds
 
     sizes = (3, 2, 2, 4, 4)
     own = ds.grid_classes(sizes)

@@ -120,7 +120,8 @@ def test_preset_option_reaches_the_nvae_builder(tmp_path, monkeypatch):
     """--preset is --model-option preset=...: the NVAE builder receives it."""
     import torch
 
-    from deep import families, nvae
+    from deep.models import registry as families
+    from deep.models.nvae import model as nvae
 
     class Tiny:
         protocol, binarization = "synthetic", "static"
@@ -154,7 +155,8 @@ def test_preset_option_reaches_the_nvae_builder(tmp_path, monkeypatch):
     (("--model-option", "shared_hyper=8"), {"shared_hyper": 8}),                 # App. D MLP: not affine
 ])
 def test_conv_resnet_mr_vaes_get_monotone_decoder_gates_by_default(tmp_path, monkeypatch, extra, expected):
-    from deep import families, nets
+    from deep.models import registry as families
+    from deep.models import convnets as nets
 
     seen = {}
 
@@ -172,7 +174,7 @@ def test_conv_resnet_mr_vaes_get_monotone_decoder_gates_by_default(tmp_path, mon
 def test_monotone_decoder_with_a_film_decoder_gate_says_how_to_switch_it_off(tmp_path, monkeypatch):
     import types
 
-    from deep import nets
+    from deep.models import convnets as nets
 
     config = types.SimpleNamespace(dataset="mnist", arch="resnet", mr=True, latent_dim=None, beta_range=(0.01, 10.0),
                                    enc_gate="sigmoid", dec_gate="film", hyper_hidden=(), distortion=None,

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from deep import _readers as rd
-from deep import data
-from deep.data import (DATASETS, DataIntegrityError, DatasetMissingError, ImageSplit,
+from deep.data import _readers as rd
+from deep.data import images as data
+from deep.data.images import (DATASETS, DataIntegrityError, DatasetMissingError, ImageSplit,
                        UnknownDatasetError, fixed_binarize, load_split, valid_indices)
 
 

@@ -9,10 +9,10 @@ import pytest
 import scipy.linalg
 import torch
 
-from deep.metrics import active_units, fid, frechet_distance, gaussian_log_density_matrix, iw_nll, \
+from deep.evaluate.metrics import active_units, fid, frechet_distance, gaussian_log_density_matrix, iw_nll, \
     mutual_information
-from deep import metrics as M
-from deep.objectives import gaussian_kl
+from deep.evaluate import metrics as M
+from deep.models.objectives import gaussian_kl
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deep.nets import ARCHS, NET_DATASETS, VERIFIED_BETA_VAE_PARAMS, UnknownArchError, UnknownNetDatasetError, \
+from deep.models.convnets import ARCHS, NET_DATASETS, VERIFIED_BETA_VAE_PARAMS, UnknownArchError, UnknownNetDatasetError, \
     build_model, count_parameters, parameter_table, recalibrate_batchnorm
-from deep.objectives import DISTORTIONS, NotALikelihoodError, UnknownDistortionError, get_distortion, vae_loss
+from deep.models.objectives import DISTORTIONS, NotALikelihoodError, UnknownDistortionError, get_distortion, vae_loss
 from linvae.conditioning import BetaRange, Gate
 
 
@@ -393,7 +393,8 @@ def test_recalibrate_batchnorm_sets_the_statistics_of_one_beta():
 
 def test_shared_hyper_mlp_variant_of_appendix_d():
     """shared_hyper=H: one relu(Linear(1->H)) shared by all gates, each gate its own Linear(H->C)."""
-    from deep.train import TrainConfig, _make_optimizer
+    from deep.train import TrainConfig
+    from deep.train.loop import _make_optimizer
 
     torch.manual_seed(0)
     plain = build_model("mnist", "resnet", mr=True)

@@ -1,8 +1,9 @@
 """The trainer's optimiser gives the MR gates' hyper-networks their own learning rate."""
 import torch
 
-from deep.nets import build_model
-from deep.train import TrainConfig, _make_optimizer
+from deep.models.convnets import build_model
+from deep.train.config import TrainConfig
+from deep.train.loop import _make_optimizer
 from linvae.conditioning import Gate
 
 

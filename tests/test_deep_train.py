@@ -16,10 +16,13 @@ import torch
 
 import _tiny_family as F
 from linvae.conditioning import BetaRange, BetaRangeError
-from deep.objectives import gaussian_kl
-from deep import evaluate as E
+from deep.models.objectives import gaussian_kl
+from deep.evaluate import run as E
 from deep import train as T
-from deep.runs import (CheckpointError, CheckpointMismatchError, NonFiniteLossError, RunError,
+from deep.experiments import sweep as SW
+from deep.train import loop as L, schedules as S
+from deep.train.config import VAL_BETAS
+from deep.train.runs import (CheckpointError, CheckpointMismatchError, NonFiniteLossError, RunError,
                        RunExistsError, RunPaths, load_checkpoint, read_jsonl)
 
 
@@ -57,7 +60,7 @@ def run(config, model=None, **kw):
 # schedules and config
 # ------------------------------------------------------------------------------------------
 def test_kl_schedule_values_at_known_steps():
-    f = T.schedule_factor
+    f = S.schedule_factor
     # linear: 0 -> 1 over the first 30% of training, then 1
     assert f("linear", 0.0) == 0.0
     assert f("linear", 0.15) == pytest.approx(0.5)
@@ -72,23 +75,23 @@ def test_kl_schedule_values_at_known_steps():
     assert f("constant", 0.0) == 1.0
     # per step: 10 epochs x 10 steps; step 15 is 15% of training
     cfg = T.TrainConfig(mr=False, beta=2.0, kl_schedule="linear", epochs=10)
-    assert T.kl_factor(cfg, 15, 10) == pytest.approx(0.5)
-    assert T.kl_factor(cfg, 30, 10) == pytest.approx(1.0)
+    assert S.kl_factor(cfg, 15, 10) == pytest.approx(0.5)
+    assert S.kl_factor(cfg, 30, 10) == pytest.approx(1.0)
     # per epoch (reference code): step 15 lies in epoch 1 -> 1 / (0.3 * 10)
     cfg_e = cfg.replace(kl_schedule_unit="epoch")
-    assert T.kl_factor(cfg_e, 15, 10) == pytest.approx(1 / 3)
-    assert T.kl_factor(cfg_e, 9, 10) == 0.0
+    assert S.kl_factor(cfg_e, 15, 10) == pytest.approx(1 / 3)
+    assert S.kl_factor(cfg_e, 9, 10) == 0.0
 
 
 def test_lr_warmup_and_cosine_endpoints():
     cfg = T.TrainConfig(epochs=10, lr=1e-3, min_lr=1e-5, lr_warmup_epochs=2)
     spe = 5
-    assert T.lr_factor(cfg, 0, spe) == pytest.approx(1 / 10)     # warm-up: (step + 1) / 10 steps
-    assert T.lr_factor(cfg, 9, spe) == pytest.approx(1.0)
-    assert T.lr_factor(cfg, 10, spe) == pytest.approx(1.0)       # cosine starts at lr
+    assert S.lr_factor(cfg, 0, spe) == pytest.approx(1 / 10)     # warm-up: (step + 1) / 10 steps
+    assert S.lr_factor(cfg, 9, spe) == pytest.approx(1.0)
+    assert S.lr_factor(cfg, 10, spe) == pytest.approx(1.0)       # cosine starts at lr
     mid = 10 + 20
-    assert T.lr_factor(cfg, mid, spe) * 1e-3 == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
-    assert T.lr_factor(cfg, 50, spe) * 1e-3 == pytest.approx(1e-5)
+    assert S.lr_factor(cfg, mid, spe) * 1e-3 == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert S.lr_factor(cfg, 50, spe) * 1e-3 == pytest.approx(1e-5)
 
 
 def test_config_validation_and_json_round_trip():
@@ -107,9 +110,9 @@ def test_config_validation_and_json_round_trip():
 
 
 def test_train_index_is_a_fixed_subset():
-    a = T.train_index(100, 10)
-    assert a.numel() == 10 and torch.equal(a, T.train_index(100, 10)) and bool((a[1:] > a[:-1]).all())
-    assert torch.equal(T.train_index(5, None), torch.arange(5))
+    a = L.train_index(100, 10)
+    assert a.numel() == 10 and torch.equal(a, L.train_index(100, 10)) and bool((a[1:] > a[:-1]).all())
+    assert torch.equal(L.train_index(5, None), torch.arange(5))
 
 
 # ------------------------------------------------------------------------------------------
@@ -354,7 +357,7 @@ def test_fid_curve_matches_a_direct_frechet_distance_and_is_recorded(trained_mr,
     beta = torch.full((50,), 10.0)
     with torch.no_grad():
         fake = torch.sigmoid(model.eval().decode(z, beta).logits)
-    from deep import metrics as M
+    from deep.evaluate import metrics as M
     want = M.fid(data.get_batch(torch.arange(50)), fake, extractor)
     assert res["fid"][-1] == pytest.approx(want, rel=1e-6)
     # without the Inception weights (offline) the evaluation still succeeds and says why
@@ -402,14 +405,14 @@ def test_evaluate_with_mismatched_model_is_refused(trained_mr):
 
 
 def test_batchnorm_recalibration_runs_once_per_beta(tmp_path, monkeypatch):
-    import deep.nets
+    import deep.models.convnets
 
     cfg = tiny_config(tmp_path, epochs=2)
     run_dir, _ = run(cfg, model=TinyVAE(mr=True, batch_norm=True))
     monkeypatch.setattr(E, "load_train_data", lambda c: TinySplit())
     calls = []
-    real = deep.nets.recalibrate_batchnorm
-    monkeypatch.setattr(deep.nets, "recalibrate_batchnorm",
+    real = deep.models.convnets.recalibrate_batchnorm
+    monkeypatch.setattr(deep.models.convnets, "recalibrate_batchnorm",
                         lambda m, batches, beta: calls.append(beta) or real(m, batches, beta))
     kw = dict(n_betas=3, model=TinyVAE(mr=True, batch_norm=True), data=TinySplit(40, "test"), images=False)
     recal = E.evaluate_run(run_dir, recalibrate_bn=True, out_name="rd_recal.json", **kw)
@@ -424,7 +427,7 @@ def test_batchnorm_recalibration_runs_once_per_beta(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny_family(monkeypatch):
     """Register the tiny stand-ins as a dataset and an architecture, as a user would add a family."""
-    from deep import families
+    from deep.models import registry as families
 
     monkeypatch.setitem(families.DATASET_LOADERS, "tiny",
                         lambda name, split, **kw: TinySplit(200 if split == "train" else 40, split))
@@ -449,13 +452,13 @@ def test_registered_family_trains_validates_and_evaluates(tmp_path, tiny_family)
         assert r["lr_plateau_scale"] == scale
     rd = E.evaluate_run(run_dir, n_betas=3, images=False)
     assert len(rd["rate"]) == 3 and rd["model"]["arch"] == "mlp"
-    from deep.families import UnknownArchError
+    from deep.models.registry import UnknownArchError
     with pytest.raises(UnknownArchError, match="does not train on"):
         T.train(cfg.replace(arch="resnet", run_name="wrong"), progress=False)
 
 
 def test_validation_split_reading_the_training_files_is_refused(tmp_path, monkeypatch):
-    from deep import families
+    from deep.models import registry as families
 
     class FileSplit(TinySplit):
         def meta(self):
@@ -473,11 +476,11 @@ def test_validation_loss_is_the_mr_mean_over_betas(tmp_path):
     cfg = tiny_config(tmp_path, epochs=1)
     model = TinyVAE(mr=True, beta_range=cfg.beta_range)
     data = TinySplit(40, "valid")
-    got = T.validation_loss(model, data, cfg, torch.device("cpu"))
+    got = L.validation_loss(model, data, cfg, torch.device("cpu"))
     torch.manual_seed(0)
     x = data.get_batch(torch.arange(40))
     want = []
-    for beta in cfg.beta_range.grid(T.VAL_BETAS).tolist():
+    for beta in cfg.beta_range.grid(VAL_BETAS).tolist():
         b = torch.full((40,), beta)
         with torch.no_grad():
             out = model.eval()(x, b)
@@ -487,7 +490,7 @@ def test_validation_loss_is_the_mr_mean_over_betas(tmp_path):
 
 def test_sweep_trains_one_run_per_beta_and_schedule(tmp_path, tiny_family):
     cfg = tiny_config(tmp_path, epochs=1, run_name=None)
-    sweep_dir = T.sweep(cfg, betas=[0.1, 1.0], schedules=("constant", "linear"), progress=False)
+    sweep_dir = SW.sweep(cfg, betas=[0.1, 1.0], schedules=("constant", "linear"), progress=False)
     index = json.loads((sweep_dir / "index.json").read_text())
     assert [(r["beta"], r["schedule"]) for r in index["runs"]] == [
         (0.1, "constant"), (1.0, "constant"), (0.1, "linear"), (1.0, "linear")]
@@ -496,14 +499,14 @@ def test_sweep_trains_one_run_per_beta_and_schedule(tmp_path, tiny_family):
         assert rd["beta"] == [r["beta"]] and rd["config"]["kl_schedule"] == r["schedule"]
         assert rd["config"]["mr"] is False and rd["config"]["lr"] == cfg.lr
     # running it again skips finished runs (no RunExistsError)
-    T.sweep(cfg, betas=[0.1, 1.0], schedules=("constant", "linear"), progress=False)
+    SW.sweep(cfg, betas=[0.1, 1.0], schedules=("constant", "linear"), progress=False)
     with pytest.raises(T.ConfigError, match="unknown schedule"):
-        T.sweep(cfg, schedules=("warm",))
+        SW.sweep(cfg, schedules=("warm",))
 
 
 def _blobs28(n: int = 256, seed: int = 0):
-    """A real :class:`deep.data.ImageSplit` of 28x28 binary discs at random places (for the Conv/ResNet nets)."""
-    from deep.data import ImageSplit
+    """A real :class:`deep.data.images.ImageSplit` of 28x28 binary discs at random places (for the Conv/ResNet nets)."""
+    from deep.data.images import ImageSplit
 
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
@@ -515,7 +518,7 @@ def _blobs28(n: int = 256, seed: int = 0):
 
 @pytest.mark.parametrize("monotone", [False, True])
 def test_trainer_keeps_monotone_decoder_gates_monotone(tmp_path, monotone):
-    from deep.nets import build_model
+    from deep.models.convnets import build_model
     from linvae.conditioning import Gate
 
     cfg = T.TrainConfig(dataset="mnist", arch="resnet", epochs=1, batch_size=32, lr=3e-3, hyper_lr_mult=30.0,

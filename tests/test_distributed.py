@@ -19,10 +19,13 @@ from click.testing import CliRunner
 
 import _tiny_family as F
 from cli.main import cli
-from deep import distributed as D
-from deep import families
+from deep.train import distributed as D
+from deep.models import registry as families
 from deep import train as T
-from deep.runs import RunPaths, load_checkpoint, read_jsonl
+from deep.experiments import sweep as SW
+from deep.train import loop as L, schedules as S
+from deep.train.config import VAL_BETAS
+from deep.train.runs import RunPaths, load_checkpoint, read_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HELPER = Path(F.__file__).resolve()
@@ -182,7 +185,7 @@ def test_bf16_autocast_trains_with_float32_rate_and_distortion(tmp_path, tiny):
     assert out.logits.dtype == torch.bfloat16 and out.mu.dtype == torch.bfloat16     # autocast is on
     assert out.rate.dtype == torch.float32 and out.distortion.dtype == torch.float32
     # the KL of the bf16 posterior equals the float32 KL of the same (upcast) values
-    from deep.objectives import gaussian_kl
+    from deep.models.objectives import gaussian_kl
     torch.testing.assert_close(out.rate, gaussian_kl(out.mu.float(), out.log_var.float()))
 
     cfg = base_config(tmp_path, epochs=5, precision="bf16")
@@ -218,7 +221,7 @@ def test_fp16_on_cpu_is_a_clear_error(tmp_path, tiny):
 def test_sweep_jobs_equals_the_sequential_sweep(tmp_path, tiny):
     betas = [0.1, 2.0]
     seq = base_config(tmp_path, epochs=2, num_threads=1, run_name="seq")
-    T.sweep(seq, betas=betas, schedules=("constant",), progress=False)
+    SW.sweep(seq, betas=betas, schedules=("constant",), progress=False)
     r = CliRunner().invoke(cli, ["deep", "sweep", "--dataset", F.DATASET, "--arch", F.ARCH, "--epochs", "2",
                                  "--batch-size", "32", "--lr", "0.01", "--device", "cpu", "--threads", "1",
                                  "--out", str(tmp_path), "--run-name", "par", "--betas", "0.1,2",
@@ -239,7 +242,7 @@ def test_sweep_jobs_equals_the_sequential_sweep(tmp_path, tiny):
     w = [load_checkpoint(RunPaths(tmp_path / "seq" / e["run_dir"]).checkpoint)["model"] for e in ia["runs"]]
     assert not torch.equal(w[0]["enc_mu.weight"], w[1]["enc_mu.weight"])
     with pytest.raises(T.ConfigError, match="jobs"):
-        T.sweep(seq, betas=betas, schedules=("constant",), jobs=0)
+        SW.sweep(seq, betas=betas, schedules=("constant",), jobs=0)
 
 
 # ------------------------------------------------------------------------------------------

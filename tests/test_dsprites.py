@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from deep import dsprites as ds
+from deep.data import dsprites as ds
 from linvae.dataroot import DataIntegrityError, DatasetMissingError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from deep import disentangle as D
-from deep import dsprites as ds
+from deep.evaluate import disentangle as D
+from deep.data import dsprites as ds
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import distributions as D
 
-from deep.nvae import (NVAE_DATASETS, PAPER_TABLE1_NVAE, PRESETS, NVAEConfigError, build, build_nvae,
+from deep.models.nvae.model import (NVAE_DATASETS, PAPER_TABLE1_NVAE, PRESETS, NVAEConfigError, build, build_nvae,
                        count_parameters, iw_nll, nvae_parameter_table, rebuild, recommended_training, sweep)
-from deep.nvae_layers import (GateContext, GatedConv, logistic_mixture_channels, logistic_mixture_log_prob,
+from deep.models.nvae.layers import (GateContext, GatedConv, logistic_mixture_channels, logistic_mixture_log_prob,
                               residual_normal_kl)
 from linvae.conditioning import Gate
 
@@ -468,7 +468,7 @@ def test_recommended_training_settings():
 
 
 def test_real_mnist_batch_through_the_small_model(data_root):
-    from deep.data import load_split
+    from deep.data.images import load_split
 
     split = load_split("mnist", "test", data_dir=data_root)
     model = build(_train_config(), split).eval()
@@ -482,7 +482,7 @@ def test_real_mnist_batch_through_the_small_model(data_root):
 def test_cells_fold_gate_se_and_residual_scale_exactly(kind):
     """The cells multiply conv2's gate, the SE factors and res_scale in one per-channel product; this must equal
     the plain composition skip(x) + res_scale * SE(gate(conv2(...)))."""
-    from deep.nvae_layers import DecoderCell, EncoderCell
+    from deep.models.nvae.layers import DecoderCell, EncoderCell
 
     torch.manual_seed(0)
     enc = EncoderCell(4, 8, 2, gate_kind=kind, res_scale=0.3).eval()
@@ -519,7 +519,7 @@ def test_hidden_hyper_networks_and_prior_samples():
 
 
 def test_real_celeba64_batch_through_the_small_model(data_root):
-    from deep.data import load_split
+    from deep.data.images import load_split
 
     split = load_split("celeba64", "test", data_dir=data_root)
     model = build(_train_config(dataset="celeba64"), split).eval()
@@ -529,9 +529,9 @@ def test_real_celeba64_batch_through_the_small_model(data_root):
 
 
 def test_trainer_and_evaluator_run_the_nvae_family(data_root, tmp_path):
-    """End to end through the one deep trainer (deep.families routes arch 'nvae' here)."""
+    """End to end through the one deep trainer (deep.models.registry routes arch 'nvae' here)."""
     from deep.evaluate import evaluate_run
-    from deep.families import recommended_settings
+    from deep.models.registry import recommended_settings
     from deep.train import TrainConfig, train
 
     rec = recommended_settings("omniglot", "nvae", {"preset": "small"})

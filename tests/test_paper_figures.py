@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paper_figures import experiments as X
+from deep.experiments import paper as X
 from paper_figures import fig1, fig5, fig6, fig7, fig8, fig9, table1, table2
 from paper_figures.regenerate import JOBS, regenerate
 from paper_figures.style import MalformedResultsError, MissingResultsError, group_curve, load_manifest
@@ -133,7 +133,7 @@ def _fid(g, betas, seed):
 
 @pytest.fixture(autouse=True)
 def fast_table1(monkeypatch):
-    """Table 1's optional providers replaced by a fake NVAE-style one (deep.nvae's takes ~8 s)."""
+    """Table 1's optional providers replaced by a fake NVAE-style one (deep.models.nvae.model's takes ~8 s)."""
     import sys
     import types
 
@@ -253,7 +253,7 @@ def test_registry_shares_runs_and_marks_what_cannot_be_built():
     assert sweep.betas == pytest.approx(np.logspace(-2, 1, 10).tolist())
     shared = next(g for g in X.EXPERIMENTS["fig9"].preset("cpu").groups if g.key == "hyper_shared_mlp2")
     assert not shared.unavailable and shared.config["model_options"] == {"shared_hyper": 64}
-    assert X.EXPERIMENTS["fig8_tcvae"].requires == ("deep.tcvae", "deep.dsprites")
+    assert X.EXPERIMENTS["fig8_tcvae"].requires == ("deep.models.tcvae", "deep.data.dsprites")
     tc = X.EXPERIMENTS["fig8_tcvae"].preset("cpu").groups[0].config
     assert tc["dataset"] == "dsprites" and tc["arch"] == "mlp" and tc["objective"] == "tcvae"
     yahoo = X.EXPERIMENTS["fig5_yahoo"].preset("cpu").groups[0].config
@@ -544,7 +544,7 @@ def test_experiment_needing_a_missing_module_reports_unavailable(monkeypatch, tm
 
 
 def _synthetic_factory(missing: tuple[str, ...] = ()):
-    from deep.data import ImageSplit
+    from deep.data.images import ImageSplit
     from linvae.dataroot import DatasetMissingError
 
     def factory(config, split):

@@ -1,4 +1,4 @@
-"""deep.runtime: the CPU allocator setting keeps a training step's buffers in the process."""
+"""deep.train.runtime: the CPU allocator setting keeps a training step's buffers in the process."""
 import json
 import os
 import subprocess
@@ -13,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # touches for the first time since it was given back to the OS is one fault (and one zeroed 4 KiB page).
 _STEPS = r"""
 import json, resource, torch
-from deep.runtime import tune_cpu_allocator
-from deep.nets import build_model
+from deep.train.runtime import tune_cpu_allocator
+from deep.models.convnets import build_model
 state = tune_cpu_allocator()
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -57,7 +57,7 @@ def test_tuned_allocator_reuses_a_steps_memory():
 
 
 def test_tune_is_applied_once_and_reports_settings(monkeypatch):
-    from deep import runtime
+    from deep.train import runtime
     monkeypatch.setattr(runtime, "_STATE", None)
     monkeypatch.setenv("MRVAE_CPU_MALLOC", "off")
     assert runtime.tune_cpu_allocator() == {"applied": False, "reason": "MRVAE_CPU_MALLOC=off"}

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from deep import dsprites as ds
-from deep import tcvae as T
+from deep.data import dsprites as ds
+from deep.models import tcvae as T
 from linvae.conditioning import BetaRange
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,7 +84,7 @@ def test_mi_tc_dimkl_sum_to_the_one_sample_kl(estimator):
     d = T.tc_decomposition(z, mu, log_var, dataset_size=1000, estimator=estimator)
     torch.testing.assert_close(d.mi + d.tc + d.dim_kl, d.log_qz_x - d.log_pz, rtol=0, atol=1e-10)
     # and the one-sample KL estimate averages to the closed-form KL
-    from deep.objectives import gaussian_kl
+    from deep.models.objectives import gaussian_kl
     zs = mu + torch.exp(0.5 * log_var) * torch.randn(4000, 64, 5, generator=g, dtype=torch.float64)
     kl_mc = (T.gaussian_log_density(zs, mu, log_var) + 0.5 * (math.log(2 * math.pi) + zs.pow(2))).sum(-1).mean(0)
     torch.testing.assert_close(kl_mc, gaussian_kl(mu, log_var), rtol=0.03, atol=0.05)

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from deep.text import (DEFAULTS, TextBatch, TextModelError, TextSplit, TextVocabMismatchError, Vocabulary,
+from deep.models.text import (DEFAULTS, TextBatch, TextModelError, TextSplit, TextVocabMismatchError, Vocabulary,
                        build, build_text_vae, check_vocab, iw_nll_batch, load_split, perplexity, rebuild, sweep)
-from deep.text_data import (BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, DatasetMissingError, TextOptionError,
+from deep.data.text import (BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, DatasetMissingError, TextOptionError,
                             YahooDownloadError)
 from linvae.conditioning import BetaRange, Gate
 

@@ -33,7 +33,7 @@ from torch import nn
 from linvae.conditioning import (GATE_KINDS, BetaRange, Gate, GateContext, beta_batch, GatedModel, as_beta_range,
                                  fold_scale, scaled_batch_norm, scaled_conv)
 
-from .families import UnknownArchError  # one error class for every family
+from .registry import UnknownArchError  # one error class for every family
 from .objectives import Distortion, NotALikelihoodError, gaussian_kl, get_distortion, vae_loss
 
 __all__ = [
@@ -505,7 +505,7 @@ class VAE(GatedModel, nn.Module):
         return vae_loss(out.distortion, out.rate, self._beta_vector(beta, x.shape[0], out.rate)), out
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
-        """``log p(x|z)`` ``(B,)`` nats; raises :class:`deep.objectives.NotALikelihoodError` unless the
+        """``log p(x|z)`` ``(B,)`` nats; raises :class:`deep.models.objectives.NotALikelihoodError` unless the
         distortion is a true NLL (``bernoulli`` or ``gaussian_nll``)."""
         if not self.distortion.is_nll:
             raise NotALikelihoodError(
@@ -586,7 +586,7 @@ def build_from_config(config: Any, data: Any = None) -> VAE:
 
 
 def recommended_settings(dataset: str, model_options: dict | None = None) -> dict:
-    """Hook of :func:`deep.families.recommended_settings` (what ``mrvae-cli deep train`` uses when not told
+    """Hook of :func:`deep.models.registry.recommended_settings` (what ``mrvae-cli deep train`` uses when not told
     otherwise): decoder gates kept non-increasing in beta (``monotone_decoder``), unless the options ask for
     the shared hyper-MLP. The Python default of :func:`build_model` stays the paper's free gate."""
     if (model_options or {}).get("shared_hyper"):

@@ -31,7 +31,7 @@ from torch import nn
 
 from linvae.conditioning import Gate, GateContext, fold_scale, scaled_conv, scaled_linear
 
-from .objectives import bernoulli_distortion
+from deep.models.objectives import bernoulli_distortion
 
 __all__ = [
     "SOFT_CLAMP",

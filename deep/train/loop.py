@@ -17,7 +17,7 @@ Data never goes through a DataLoader: the split lives in memory and every miniba
 
 Scale: the same function runs in every process under ``torchrun`` (DDP; ``batch_size`` is the global
 batch, split across processes; process 0 alone writes the run folder) and runs the model forward under
-``torch.autocast`` with ``precision="bf16"`` / ``"fp16"``; :mod:`deep.distributed` states the conventions.
+``torch.autocast`` with ``precision="bf16"`` / ``"fp16"``; :mod:`deep.train.distributed` states the conventions.
 :func:`sweep` can train its independent runs in parallel processes (``jobs``).
 
 Typical use::
@@ -34,7 +34,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,36 +42,19 @@ from torch import nn
 
 from linvae.conditioning import BETA_SAMPLING, BetaRange, Gate, GatedModel
 
+from deep.models import registry as families
+
 from . import distributed as D
-from . import families
+from .config import (RUNTIME_FIELDS, VAL_BETAS, ConfigError, TrainConfig, config_diff, load_config,
+                     resolve_device, run_dir_for)
 from .runtime import tune_cpu_allocator
+from .schedules import kl_factor, lr_factor
 from .runs import (
     CheckpointMismatchError, NonFiniteLossError, RunExistsError, RunPaths, append_jsonl,
     code_version, jsonable, load_checkpoint, peak_memory_mb, read_json, read_jsonl, rng_state,
     save_checkpoint, set_rng_state, write_json,
 )
 
-__all__ = [
-    "ConfigError", "TrainConfig", "KL_SCHEDULES", "BASELINE_BETAS", "schedule_factor", "kl_factor",
-    "lr_factor", "resolve_device", "run_dir_for", "build_model_from_config", "load_train_data",
-    "train", "resume_run", "load_config", "sweep", "conventions", "PRECISIONS",
-]
-
-KL_SCHEDULES = ("constant", "linear", "cyclical")
-LR_SCHEDULES = ("cosine", "plateau", "constant")
-OBJECTIVES = ("elbo", "tcvae")
-OPTIMIZERS = ("adam", "adamax")
-PRECISIONS = D.PRECISIONS
-#: The paper's 10 baseline betas, log-spaced in [0.01, 10] (np.logspace(-2, 1, 10)).
-BASELINE_BETAS = tuple(float(b) for b in np.logspace(-2, 1, 10))
-
-#: Config fields that may change between a run and its resumption (they do not change the maths).
-#: ``precision`` is one of them so a run can continue on other hardware (each epoch's precision is logged).
-RUNTIME_FIELDS = frozenset({"device", "num_threads", "out_dir", "data_dir", "run_name", "n_betas",
-                            "iw_k", "eval_batch_size", "download", "val_max_examples", "precision",
-                            "eval_options"})
-#: Betas (log-spaced over the trained range) at which an MR-VAE's validation loss is averaged.
-VAL_BETAS = 5
 
 _DISTORTION_TEXT = {
     "bernoulli": "Bernoulli negative log-likelihood summed over pixels (nats)",
@@ -81,241 +64,15 @@ _DISTORTION_TEXT = {
 }
 
 
-class ConfigError(ValueError):
-    """An invalid training configuration (the message names the field and the valid values)."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything one deep run needs; JSON-able, shared unchanged by every run of a comparison.
-
-    Units: beta and the KL weight multiply the rate in nats per example. ``epochs`` defaults to a
-    CPU-sized 10 (the paper trains 200). ``kl_schedule_unit`` says whether the linear / cyclical
-    KL schedule advances per optimisation step (default; smooth and meaningful for short runs) or
-    per epoch (the reference code). The learning-rate warm-up and cosine decay advance per step.
-    ``batch_size`` is the global batch: under ``torchrun`` with N processes each takes ``batch_size / N``
-    examples of every step (:mod:`deep.distributed`). ``precision``: ``fp32``, ``bf16`` (autocast, CPU or
-    GPU) or ``fp16`` (CUDA only, with loss scaling).
-    """
-
-    dataset: str = "omniglot"
-    arch: str = "resnet"
-    mr: bool = True
-    beta: float = 1.0
-    beta_a: float = 0.01
-    beta_b: float = 10.0
-    beta_sampling: str = "example"
-    kl_schedule: str = "constant"
-    kl_schedule_unit: str = "step"
-    kl_warmup_fraction: float = 0.3
-    kl_cycles: int = 4
-    kl_cycle_ratio: float = 0.5
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    hyper_lr_mult: float = 30.0  # gate (hyper-network) parameters train at lr * hyper_lr_mult
-    lr_warmup_epochs: float = 0.0
-    lr_schedule: str = "cosine"
-    min_lr: float = 1e-6
-    plateau_patience: int = 2
-    plateau_factor: float = 0.5
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    latent_dim: int | None = None
-    distortion: str | None = None
-    enc_gate: str = "sigmoid"
-    dec_gate: str = "sqrt"
-    hyper_hidden: tuple[int, ...] = ()
-    objective: str = "elbo"
-    model_options: dict = field(default_factory=dict)
-    seed: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
-    out_dir: str = "runs"
-    run_name: str | None = None
-    n_betas: int = 20
-    iw_k: int = 0
-    eval_batch_size: int = 100
-    max_train_examples: int | None = None
-    val_split: str | None = None
-    val_max_examples: int | None = None
-    num_threads: int | None = None
-    data_options: dict = field(default_factory=dict)
-    eval_options: dict = field(default_factory=dict)  # extra keyword options of a family's sweep
-    download: bool = False
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        self.hyper_hidden = tuple(int(h) for h in (self.hyper_hidden or ()))
-        self.data_options = dict(self.data_options or {})
-        self.eval_options = dict(self.eval_options or {})
-        self.model_options = dict(self.model_options or {})
-        self.validate()
-
-    # -- validation and (de)serialisation ---------------------------------------------------
-    def validate(self) -> "TrainConfig":
-        """Raise :class:`ConfigError` (or ``BetaRangeError``) for invalid values."""
-        def bad(name: str, why: str) -> ConfigError:
-            return ConfigError(f"invalid {name}={getattr(self, name)!r}: {why}")
-
-        if self.mr:
-            BetaRange(self.beta_a, self.beta_b)  # raises BetaRangeError with a clear message
-        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
-            raise bad("beta", "beta must be a finite number > 0")
-        if self.beta_sampling not in BETA_SAMPLING:
-            raise bad("beta_sampling", f"choose from {list(BETA_SAMPLING)}")
-        if self.kl_schedule not in KL_SCHEDULES:
-            raise bad("kl_schedule", f"choose from {list(KL_SCHEDULES)}")
-        if self.kl_schedule_unit not in ("step", "epoch"):
-            raise bad("kl_schedule_unit", "choose 'step' or 'epoch'")
-        if not 0 < self.kl_warmup_fraction <= 1:
-            raise bad("kl_warmup_fraction", "must lie in (0, 1]")
-        if self.kl_cycles < 1 or not 0 < self.kl_cycle_ratio <= 1:
-            raise ConfigError("cyclical schedule needs kl_cycles >= 1 and kl_cycle_ratio in (0, 1]")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise bad("lr_schedule", f"choose from {list(LR_SCHEDULES)}")
-        if int(self.plateau_patience) < 0 or not 0 < self.plateau_factor < 1:
-            raise ConfigError("plateau schedule needs plateau_patience >= 0 and plateau_factor in (0, 1)")
-        if self.objective not in OBJECTIVES:
-            raise bad("objective", f"choose from {list(OBJECTIVES)}")
-        if self.val_max_examples is not None and self.val_max_examples < 2:
-            raise bad("val_max_examples", "must be >= 2 (or None for the whole validation split)")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"choose from {list(OPTIMIZERS)}")
-        for name in ("epochs", "batch_size", "n_betas", "eval_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise bad(name, "must be a positive integer")
-        if self.iw_k < 0:
-            raise bad("iw_k", "must be >= 0 (0 disables the importance-weighted NLL)")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise bad("lr", "must be > 0")
-        if not (self.hyper_lr_mult > 0 and math.isfinite(self.hyper_lr_mult)):
-            raise bad("hyper_lr_mult", "must be > 0")
-        if not 0 <= self.min_lr <= self.lr:
-            raise bad("min_lr", f"must lie in [0, lr={self.lr}]")
-        if not 0 <= self.lr_warmup_epochs <= self.epochs:
-            raise bad("lr_warmup_epochs", f"must lie in [0, epochs={self.epochs}]")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "must be >= 0")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise bad("grad_clip", "must be > 0 (or None for no clipping)")
-        if self.max_train_examples is not None and self.max_train_examples < 1:
-            raise bad("max_train_examples", "must be >= 1 (or None for the full split)")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise bad("device", "choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise bad("num_threads", "must be >= 1")
-        problem = D.precision_problem(self.precision, "cpu" if self.device == "cpu" else None)
-        if problem:
-            raise ConfigError(problem)
-        return self
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["hyper_hidden"] = list(self.hyper_hidden)
-        d["data_options"] = dict(self.data_options)
-        d["eval_options"] = dict(self.eval_options)
-        d["model_options"] = dict(self.model_options)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown config fields {unknown}; valid fields: {sorted(known)}")
-        return cls(**d)
-
-    def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def beta_range(self) -> BetaRange:
-        return BetaRange(self.beta_a, self.beta_b)
-
-    def default_run_name(self) -> str:
-        """``<dataset>_<arch>_<mr|beta<b>_<schedule>>[_n<N>]_e<epochs>_lr<lr>_seed<seed>``."""
-        kind = "mr" if self.mr else f"beta{self.beta:.4g}_{self.kl_schedule}"
-        reduced = f"_n{self.max_train_examples}" if self.max_train_examples else ""
-        return f"{self.dataset}_{self.arch}_{kind}{reduced}_e{self.epochs}_lr{self.lr:g}_seed{self.seed}"
-
-
-# ------------------------------------------------------------------------------------------
-# schedules
-# ------------------------------------------------------------------------------------------
-def schedule_factor(schedule: str, progress: float, *, warmup_fraction: float = 0.3,
-                    cycles: int = 4, ratio: float = 0.5) -> float:
-    """Multiplier in [0, 1] of the KL weight at training progress ``progress`` in [0, 1].
-
-    * ``constant``: 1.
-    * ``linear``: ``min(1, progress / warmup_fraction)`` (0 -> 1 over the first 30% by default).
-    * ``cyclical`` (Fu et al. 2019): ``cycles`` equal cycles; in each, ramp 0 -> 1 over the first
-      ``ratio`` of the cycle, then hold 1.
-    """
-    if schedule == "constant":
-        return 1.0
-    if schedule == "linear":
-        return min(1.0, max(0.0, progress) / warmup_fraction)
-    if schedule == "cyclical":
-        period = 1.0 / cycles
-        tau = (max(0.0, progress) % period) / period
-        return min(1.0, tau / ratio)
-    raise ConfigError(f"unknown kl_schedule {schedule!r}; choose from {list(KL_SCHEDULES)}")
-
-
-def kl_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """KL-schedule multiplier for optimisation ``step`` (0-based); per step or per epoch."""
-    if config.kl_schedule_unit == "epoch":
-        progress = (step // steps_per_epoch) / config.epochs
-    else:
-        progress = step / (config.epochs * steps_per_epoch)
-    return schedule_factor(config.kl_schedule, progress, warmup_fraction=config.kl_warmup_fraction,
-                           cycles=config.kl_cycles, ratio=config.kl_cycle_ratio)
-
-
-def lr_factor(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Learning rate at ``step`` divided by ``config.lr``: linear warm-up, then cosine to min_lr
-    (``lr_schedule="cosine"``) or constant (``"constant"``, and ``"plateau"``, whose halvings on a
-    stalled validation loss are applied per epoch on top of this factor)."""
-    total = config.epochs * steps_per_epoch
-    warm = int(round(config.lr_warmup_epochs * steps_per_epoch))
-    if step < warm:
-        return (step + 1) / warm
-    if config.lr_schedule != "cosine":
-        return 1.0
-    progress = min(1.0, (step - warm) / max(1, total - warm))
-    lr = config.min_lr + (config.lr - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return lr / config.lr
-
-
-# ------------------------------------------------------------------------------------------
-# building blocks
-# ------------------------------------------------------------------------------------------
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU raises ConfigError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-    return dev
-
-
-def run_dir_for(config: TrainConfig) -> Path:
-    """``out_dir / (run_name or the default name)``."""
-    return Path(config.out_dir) / (config.run_name or config.default_run_name())
-
-
 def build_model_from_config(config: TrainConfig, data: Any = None) -> nn.Module:
-    """The VAE that ``config`` describes, built by its architecture's family (:mod:`deep.families`);
+    """The VAE that ``config`` describes, built by its architecture's family (:mod:`deep.models.registry`);
     ``data`` (the training split) gives families what they size from data (vocabulary, N)."""
     families.check_dataset_arch(config.dataset, config.arch)
     return families.resolve(families.arch_spec(config.arch).build)(config, data)
 
 
 def load_data(config: TrainConfig, split: str = "train", data_dir: str | None = None):
-    """Split ``split`` of the run's dataset through its loader in :mod:`deep.families`."""
+    """Split ``split`` of the run's dataset through its loader in :mod:`deep.models.registry`."""
     load_split = families.dataset_loader(config.dataset)
     return load_split(config.dataset, split, data_dir=data_dir or config.data_dir, download=config.download,
                       **config.data_options)
@@ -420,7 +177,7 @@ def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any =
                 "mean over examples",
         "distortion": dist,
         "distortion_definition": (getattr(model, "distortion_definition", None)
-                                  or _DISTORTION_TEXT.get(dist or "", "see deep.objectives")),
+                                  or _DISTORTION_TEXT.get(dist or "", "see deep.models.objectives")),
         "objective": (getattr(model, "objective_description", None)
                       or "mean over examples of distortion + beta * rate"),
         "objective_name": config.objective,
@@ -509,26 +266,6 @@ def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _config_diff(saved: dict, now: dict) -> list[str]:
-    try:  # fields added since the checkpoint was written take their defaults
-        saved = TrainConfig.from_dict(saved).to_dict()
-    except (TypeError, ValueError):
-        pass
-    keys = sorted((set(saved) | set(now)) - RUNTIME_FIELDS)
-    return [f"{k}: checkpoint={saved.get(k)!r}, now={now.get(k)!r}" for k in keys
-            if jsonable(saved.get(k)) != jsonable(now.get(k))]
-
-
-def load_config(run_dir: str | os.PathLike) -> TrainConfig:
-    """The TrainConfig stored in a run folder's ``config.json``."""
-    paths = RunPaths(run_dir)
-    if not paths.config.exists():
-        from .runs import RunError
-        raise RunError(f"{paths.root} is not a run folder (no config.json); pass the folder that "
-                       "`mrvae-cli deep train` printed")
-    return TrainConfig.from_dict(read_json(paths.config)["config"])
-
-
 def load_model_state(model: nn.Module, state: dict, source: str) -> None:
     """``model.load_state_dict(state)`` with a clear mismatch error."""
     try:
@@ -577,8 +314,8 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     resume: continue from ``checkpoint.pt`` in the run folder (bit-for-bit the same result as an
         uninterrupted run on the same machine with the same number of processes); without it an existing
         checkpoint is an error. The checkpoint may come from a run with another number of processes.
-    model, data: optional objects overriding :func:`deep.nets.build_model` and
-        :func:`deep.data.load_split` (any VAE / ImageSplit following the contract).
+    model, data: optional objects overriding :func:`deep.models.convnets.build_model` and
+        :func:`deep.data.images.load_split` (any VAE / ImageSplit following the contract).
     stop_after_epochs: stop once this many epochs are done in total (time-boxed jobs, tests);
         the run stays resumable.
     progress: show tqdm progress bars.
@@ -586,7 +323,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
 
     Under ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set) every process calls this function;
     they train one DDP model on shards of each global batch and only process 0 writes, logs and shows
-    progress (:mod:`deep.distributed` states the conventions).
+    progress (:mod:`deep.train.distributed` states the conventions).
 
     Raises :class:`NonFiniteLossError` on a NaN/inf loss (``failure.json`` says why; the last
     good checkpoint is kept), :class:`CheckpointMismatchError` when resuming another config.
@@ -624,7 +361,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
                 f"run folder {run_dir} already has a checkpoint ({what}); pass --resume to continue "
                 "it, or choose another --run-name / --out for a new run")
         ckpt = load_checkpoint(paths.checkpoint)
-        diff = _config_diff(ckpt["config"], config.to_dict())
+        diff = config_diff(ckpt["config"], config.to_dict())
         if diff:
             raise CheckpointMismatchError(
                 f"checkpoint {paths.checkpoint} was trained with another configuration; differing "
@@ -888,156 +625,3 @@ def resume_run(run_dir: str | os.PathLike, **kwargs: Any) -> Path:
     return train(config, resume=True, **kwargs)
 
 
-# ------------------------------------------------------------------------------------------
-# baseline sweep
-# ------------------------------------------------------------------------------------------
-def sweep(config: TrainConfig, betas: Iterable[float] = BASELINE_BETAS,
-          schedules: Sequence[str] = ("constant", "linear"), *, resume: bool = True,
-          evaluate: bool = True, eval_examples: int | None = None, progress: bool = True,
-          log=None, jobs: int = 1) -> Path:
-    """Train the baseline beta-VAEs (default: the paper's 10 betas) with one shared config.
-
-    One run folder per (schedule, beta) under ``out_dir / (run_name or <dataset>_<arch>_sweep_seed<s>)``
-    and an ``index.json`` listing them (updated after every run). Finished runs are skipped, so an
-    interrupted sweep continues where it stopped. With ``evaluate`` each run gets its
-    ``results/rd.json`` (one RD point at its beta, on the first ``eval_examples`` test images or all).
-
-    ``jobs > 1`` trains (and evaluates) up to ``jobs`` runs at once, each in its own process (a
-    ``ProcessPoolExecutor`` with the ``spawn`` start method) with ``num_threads = config.num_threads or
-    max(1, cores // jobs)``. Every run is the same computation as in a sequential sweep; its numbers are
-    bit-identical to a sequential run with the same thread count (CPU kernels may sum in another order
-    with another thread count). Under ``torchrun`` use ``jobs=1``: the processes then train each run
-    together and process 0 evaluates it.
-    """
-    betas = [float(b) for b in betas]
-    for s in schedules:
-        if s not in KL_SCHEDULES:
-            raise ConfigError(f"unknown schedule {s!r} in the sweep; choose from {list(KL_SCHEDULES)}")
-    if not betas or any(not b > 0 for b in betas):
-        raise ConfigError(f"sweep betas must be > 0, got {betas}")
-    if int(jobs) < 1:
-        raise ConfigError(f"invalid jobs={jobs}: must be >= 1")
-    env = D.torchrun_env()
-    if jobs > 1 and env is not None and env[1] > 1:
-        raise ConfigError("sweep --jobs > 1 cannot run under torchrun (each run already uses every process); "
-                          "use --jobs 1 with torchrun, or --jobs N without it")
-    main = D.is_main_process()
-    say = (log or (lambda msg: None)) if main else (lambda msg: None)
-    reduced = f"_n{config.max_train_examples}" if config.max_train_examples else ""
-    name = config.run_name or (f"{config.dataset}_{config.arch}_sweep{reduced}_e{config.epochs}_lr{config.lr:g}"
-                               f"_seed{config.seed}")
-    sweep_dir = Path(config.out_dir) / name
-    if main:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-    index_path = sweep_dir / "index.json"
-    shared = config.replace(mr=False, run_name=None, out_dir=str(sweep_dir))
-    plan = [shared.replace(beta=beta, kl_schedule=schedule, run_name=f"beta{beta:.4g}_{schedule}")
-            for schedule in schedules for beta in betas]
-    entries: dict[int, dict] = {}
-
-    def entry_for(cfg: TrainConfig) -> dict:
-        rdir = run_dir_for(cfg)
-        entry = {"beta": cfg.beta, "schedule": cfg.kl_schedule, "run_dir": rdir.name, "status": "complete"}
-        if evaluate:
-            entry["results"] = str((RunPaths(rdir).results / "rd.json").relative_to(sweep_dir))
-        return entry
-
-    def write_index() -> None:
-        if main:
-            write_json(index_path, {"kind": "beta-VAE baseline sweep", "betas": betas,
-                                    "schedules": list(schedules),
-                                    "shared_config": shared.replace(out_dir=config.out_dir).to_dict(),
-                                    "jobs": int(jobs),
-                                    "runs": [entries[i] for i in sorted(entries)]})
-
-    if jobs > 1:
-        _parallel_sweep(plan, jobs, resume=resume, evaluate=evaluate, eval_examples=eval_examples,
-                        say=say, done=lambda i: (entries.__setitem__(i, entry_for(plan[i])), write_index()))
-        return sweep_dir
-    for i, cfg in enumerate(plan):
-        say(f"[sweep] beta={cfg.beta:.4g} schedule={cfg.kl_schedule} -> {run_dir_for(cfg)}")
-        _sweep_one(cfg, resume=resume, evaluate=evaluate, eval_examples=eval_examples, progress=progress,
-                   log=log)
-        entries[i] = entry_for(cfg)
-        write_index()
-    return sweep_dir
-
-
-def _sweep_one(cfg: TrainConfig, *, resume: bool, evaluate: bool, eval_examples: int | None,
-               progress: bool = False, log=None) -> str:
-    """Train one sweep run unless finished, then evaluate it (process 0) unless ``rd.json`` exists."""
-    rdir = run_dir_for(cfg)
-    paths = RunPaths(rdir)
-    if not paths.summary.exists():
-        train(cfg, resume=resume and paths.checkpoint.exists(), progress=progress, log=log)
-    if evaluate and D.is_main_process() and not (paths.results / "rd.json").exists():
-        from .evaluate import evaluate_run
-        evaluate_run(rdir, max_examples=eval_examples, progress=False)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()  # the other processes wait for process 0's evaluation
-    return str(rdir)
-
-
-def _sweep_job(cfg_dict: dict, registry: dict, kwargs: dict) -> str:
-    """One sweep run in a worker process: restore the parent's registry entries for this run's dataset
-    and architecture (families registered at run time, e.g. by tests), then train and evaluate."""
-    cfg = TrainConfig.from_dict(cfg_dict)
-    families.DATASET_LOADERS[cfg.dataset] = registry["loader"]
-    families.ARCHS[cfg.arch] = registry["arch"]
-    torch.set_num_threads(cfg.num_threads or 1)
-    return _sweep_one(cfg, **kwargs)
-
-
-def _parallel_sweep(plan: list[TrainConfig], jobs: int, *, resume: bool, evaluate: bool,
-                    eval_examples: int | None, say, done) -> None:
-    """Run the unfinished runs of ``plan`` in up to ``jobs`` spawned worker processes; ``done(i)`` is
-    called in the parent for every finished run, in plan order of completion."""
-    import concurrent.futures as cf
-    import multiprocessing
-    import pickle
-
-    threads = max(1, D.usable_cores() // jobs)
-    first = plan[0]
-    registry = {"loader": families.DATASET_LOADERS.get(first.dataset), "arch": families.ARCHS.get(first.arch)}
-    if registry["loader"] is None:
-        families.dataset_loader(first.dataset)          # raises the unknown-dataset message
-    families.check_dataset_arch(first.dataset, first.arch)
-    try:
-        pickle.dumps(registry)
-    except Exception as exc:
-        raise ConfigError(
-            f"sweep --jobs needs the dataset loader and architecture of {first.dataset}/{first.arch} "
-            f"registered as importable functions ('module:function' or module-level functions), not "
-            f"lambdas or closures ({type(exc).__name__}: {exc}); use jobs=1 otherwise") from None
-    kwargs = dict(resume=resume, evaluate=evaluate, eval_examples=eval_examples)
-    pending = []
-    for i, cfg in enumerate(plan):
-        paths = RunPaths(run_dir_for(cfg))
-        if paths.summary.exists() and (not evaluate or (paths.results / "rd.json").exists()):
-            done(i)
-        else:
-            pending.append(i)
-    if not pending:
-        return
-    ctx = multiprocessing.get_context("spawn")
-    errors: list[Exception] = []
-    with cf.ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=ctx) as pool:
-        futures = {}
-        for i in pending:
-            cfg = plan[i].replace(num_threads=plan[i].num_threads or threads)
-            say(f"[sweep] start beta={cfg.beta:.4g} schedule={cfg.kl_schedule} ({cfg.num_threads} thread(s)) "
-                f"-> {run_dir_for(cfg)}")
-            futures[pool.submit(_sweep_job, cfg.to_dict(), registry, kwargs)] = i
-        for fut in cf.as_completed(futures):
-            i = futures[fut]
-            try:
-                fut.result()
-            except Exception as exc:  # keep the finished runs, report the first failure
-                errors.append(exc)
-                for other in futures:
-                    other.cancel()
-                continue
-            say(f"[sweep] done  beta={plan[i].beta:.4g} schedule={plan[i].kl_schedule}")
-            done(i)
-    if errors:
-        raise errors[0]

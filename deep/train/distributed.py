@@ -33,7 +33,7 @@ Conventions (also written into every run's ``config.json``):
 
 Mixed precision (``precision``): ``fp32`` (default), ``bf16`` (``torch.autocast`` with bfloat16, CPU or
 GPU) or ``fp16`` (CUDA only, with ``torch.amp.GradScaler``). Only the model's forward runs under
-autocast; the rate and distortion are summed in float32 (:mod:`deep.objectives` upcasts half-precision
+autocast; the rate and distortion are summed in float32 (:mod:`deep.models.objectives` upcasts half-precision
 inputs) and the loss, its reductions, validation and evaluation run in float32.
 """
 from __future__ import annotations
@@ -230,7 +230,7 @@ def shard_bounds(n: int, ctx: DistContext) -> tuple[int, int]:
 
 def local_batch(batch: Any, start: int, stop: int) -> Any:
     """Rows ``[start, stop)`` of a batch: a tensor slice, or ``batch.select(index)`` for batch objects
-    (e.g. :class:`deep.text_data.TextBatch`)."""
+    (e.g. :class:`deep.data.text.TextBatch`)."""
     if isinstance(batch, torch.Tensor):
         return batch[start:stop]
     select = getattr(batch, "select", None)

@@ -689,11 +689,11 @@ def _load_generated(root: Path, split: str, cache: bool, grid: str, score: bool)
     return DSpritesData(packed, own, values_of(full_classes), grid_index(full_classes), sizes,
                         split=split, source="generated", protocol=(
                             f"substitute: dSprites regenerated from the factor grid by "
-                            f"deep.dsprites.render v{RENDERER_VERSION} ({what}) instead of the "
+                            f"deep.data.dsprites.render v{RENDERER_VERSION} ({what}) instead of the "
                             f"official file; trained and evaluated on the same images"),
                         grid=f"generated {what}", source_files=[],
                         notes=["pixel agreement with the real subsets: see generator_agreement "
-                               "(deep.dsprites.score_generator)"], extra=extra)
+                               "(deep.data.dsprites.score_generator)"], extra=extra)
 
 
 # =========================================================================== scoring the renderer
@@ -785,7 +785,7 @@ def load_split(name: str = "dsprites", split: str = "train", data_dir: str | os.
     :class:`DataIntegrityError`.
     """
     if name != "dsprites":
-        raise ValueError(f"deep.dsprites.load_split loads 'dsprites', not {name!r}")
+        raise ValueError(f"deep.data.dsprites.load_split loads 'dsprites', not {name!r}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} for dsprites; choose one of {', '.join(SPLITS)} "
                          f"(all hold the same images)")

@@ -20,7 +20,7 @@ where ``I_k(1) >= I_k(2)`` are the two largest ``I_kj`` over the latents.
   orientation 40, positions 32) cannot reach a normalised MI of 1.
 
 Both say in their result which grid they used.  On dSprites use the full grid or the regular
-46,080-image sub-grid (:meth:`deep.dsprites.DSpritesData.factor_grid`).
+46,080-image sub-grid (:meth:`deep.data.dsprites.DSpritesData.factor_grid`).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .objectives import LOG_2PI
+from deep.models.objectives import LOG_2PI
 
 __all__ = ["MIGResult", "GridError", "is_complete_grid", "log_mean_density_1d", "mig_sampling",
            "mig_discrete", "mig_from_mi", "discretize", "discrete_entropy",

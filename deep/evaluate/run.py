@@ -11,11 +11,11 @@ Per beta (all in nats per example, mean over the evaluated examples):
   every beta (common random numbers, seeded per test batch), so curves are smooth and the batched and
   per-beta paths give identical numbers;
 * ``neg_elbo = rate + distortion``; ``loss = distortion + beta * rate``;
-* ``iw_nll``: importance-weighted NLL with ``iw_k`` samples (:func:`deep.metrics.iw_nll`; only when the
+* ``iw_nll``: importance-weighted NLL with ``iw_k`` samples (:func:`deep.evaluate.metrics.iw_nll`; only when the
   distortion is a true NLL, ``bernoulli`` or ``gaussian_nll``);
-* ``active_units``: units with ``Var_x E_q[z_u] >= 0.01`` (:func:`deep.metrics.active_units`);
+* ``active_units``: units with ``Var_x E_q[z_u] >= 0.01`` (:func:`deep.evaluate.metrics.active_units`);
 * ``mutual_information``: ``I(x; z)`` against the aggregate posterior of all evaluated examples
-  (:func:`deep.metrics.mutual_information`).
+  (:func:`deep.evaluate.metrics.mutual_information`).
 
 For an MR-VAE the betas go through the network in ONE batched pass per test batch: the batch is repeated
 across the betas with one beta per row.  ``batched=False`` runs one pass over the test set per beta (the
@@ -35,11 +35,11 @@ from torch import nn
 from linvae.conditioning import BetaRange
 
 from . import metrics as M
-from .objectives import gaussian_kl
-from .runs import RunError, RunPaths, load_checkpoint, read_json, write_json
-from . import families
-from .runtime import tune_cpu_allocator
-from .train import TrainConfig, load_data, load_model_state, load_train_data, resolve_device
+from deep.models.objectives import gaussian_kl
+from deep.train.runs import RunError, RunPaths, load_checkpoint, read_json, write_json
+from deep.models import registry as families
+from deep.train.runtime import tune_cpu_allocator
+from deep.train.loop import TrainConfig, load_data, load_model_state, load_train_data, resolve_device
 
 __all__ = ["rd_sweep", "evaluate_run", "fid_curve", "load_run_model", "load_eval_data", "AU_THRESHOLD",
            "DEFAULT_MAX_ROWS", "save_image_grids"]
@@ -103,7 +103,7 @@ def _pass(model: nn.Module, x: torch.Tensor, betas: torch.Tensor, eps: torch.Ten
 
 def _iw_nll(model: nn.Module, x: torch.Tensor, beta: torch.Tensor, k: int, gen: torch.Generator,
             rows: int = 4096) -> torch.Tensor:
-    """IW-NLL ``(B,)`` at one beta (scalar tensor) via :func:`deep.metrics.iw_nll`."""
+    """IW-NLL ``(B,)`` at one beta (scalar tensor) via :func:`deep.evaluate.metrics.iw_nll`."""
     b = x.shape[0]
     one = beta.reshape(1)  # one beta for every row (a float-like 1-element tensor)
     chunk = max(1, min(k, rows // max(1, b)))
@@ -258,7 +258,7 @@ def fid_curve(model: nn.Module, data: Any, betas: Sequence[float], feature_extra
 
     The same prior draws ``z ~ N(0, I)`` are decoded at every beta (common random numbers); samples are
     the decoder means (Bernoulli probabilities or pixel means) in [0, 1]. ``feature_extractor`` maps
-    ``(B, C, H, W)`` images to features (:func:`deep.metrics.inception_feature_extractor` for the standard FID).
+    ``(B, C, H, W)`` images to features (:func:`deep.evaluate.metrics.inception_feature_extractor` for the standard FID).
     """
     device = _model_device(model)
     n = min(int(n_samples), len(data))
@@ -329,7 +329,7 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
                    model: nn.Module | None = None) -> tuple[TrainConfig, nn.Module, dict]:
     """Config, model (weights loaded, eval mode) and checkpoint of a run folder.
 
-    ``model`` overrides rebuilding through the architecture's ``rebuild`` (:mod:`deep.families`).
+    ``model`` overrides rebuilding through the architecture's ``rebuild`` (:mod:`deep.models.registry`).
     """
     paths = RunPaths(run_dir)
     if not paths.root.is_dir():
@@ -339,7 +339,7 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
     try:
         config = TrainConfig.from_dict(ckpt["config"])
     except (TypeError, ValueError) as exc:
-        from .runs import CheckpointMismatchError
+        from deep.train.runs import CheckpointMismatchError
         raise CheckpointMismatchError(f"checkpoint {paths.checkpoint} has a config this code cannot read "
                                       f"({exc})") from None
     if model is None:
@@ -347,7 +347,7 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
         try:
             model = rebuild(dict(ckpt["model_config"]))
         except (TypeError, ValueError) as exc:
-            from .runs import CheckpointMismatchError
+            from deep.train.runs import CheckpointMismatchError
             raise CheckpointMismatchError(
                 f"checkpoint {paths.checkpoint} describes a model this code cannot build "
                 f"({ckpt['model_config']}): {exc}") from None
@@ -357,14 +357,14 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
 
 
 def load_eval_data(config: TrainConfig, split: str = "test", data_dir: str | None = None):
-    """The evaluation split of the run's dataset (its loader in :mod:`deep.families`)."""
+    """The evaluation split of the run's dataset (its loader in :mod:`deep.models.registry`)."""
     return load_data(config, split, data_dir)
 
 
 def _recalibrator(model: nn.Module, config: TrainConfig, n_examples: int, batch_size: int,
                   data_dir: str | None):
     try:
-        from deep.nets import recalibrate_batchnorm
+        from deep.models.convnets import recalibrate_batchnorm
     except ImportError:  # pragma: no cover - nets without it
         return None
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -474,11 +474,11 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
             "distortion": "one sample z ~ q(z|x) per example; the same standard-normal noise for every beta",
             "neg_elbo": "rate + distortion",
             "loss": "distortion + beta * rate",
-            "iw_nll": (f"importance-weighted NLL, k={sweep_out['iw_k']} samples (deep.metrics.iw_nll)"
+            "iw_nll": (f"importance-weighted NLL, k={sweep_out['iw_k']} samples (deep.evaluate.metrics.iw_nll)"
                        if sweep_out["iw_nll"] is not None else sweep_out.get("iw_nll_note", "disabled (iw_k=0)")),
             "active_units": f"Var over examples of E_q[z_u] >= {AU_THRESHOLD} (population variance)",
             "mutual_information": f"I(x;z) against the aggregate posterior of {sweep_out['mi_examples']} examples "
-                                  "(deep.metrics.mutual_information)",
+                                  "(deep.evaluate.metrics.mutual_information)",
         }
     if fid_samples:
         try:

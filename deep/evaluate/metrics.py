@@ -8,7 +8,7 @@
   example, with a chunked float64 log-sum-exp.
 * :func:`frechet_distance` and :func:`fid`: Frechet distance between Gaussians fitted to features.
 
-The rate and the distortions themselves live in :mod:`deep.objectives` (``gaussian_kl``, ``DISTORTIONS``).
+The rate and the distortions themselves live in :mod:`deep.models.objectives` (``gaussian_kl``, ``DISTORTIONS``).
 All quantities are in nats.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from .objectives import LOG_2PI, gaussian_kl
+from deep.models.objectives import LOG_2PI, gaussian_kl
 
 __all__ = [
     "evaluation_betas",
@@ -127,7 +127,7 @@ def iw_nll(x: torch.Tensor, encode: Callable[[torch.Tensor], tuple[torch.Tensor,
     """Importance-weighted NLL ``-log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)``, ``z_i ~ q(.|x)``; ``(B,)`` nats
     (float64).
 
-    ``encode(x) -> (mu, log_var)`` (an :class:`deep.nets.EncoderOutput` works), each ``(B, K)``;
+    ``encode(x) -> (mu, log_var)`` (an :class:`deep.models.convnets.EncoderOutput` works), each ``(B, K)``;
     ``log_likelihood(x_rep, z) -> (M,)`` with ``x_rep`` the batch repeated ``c`` times (``M = c * B``, sample
     index major) and ``z`` ``(M, K)``.  Samples are drawn ``chunk`` at a time and combined with a running
     float64 log-sum-exp, without gradients.  For a model: ``encode=lambda x: model.encode(x, beta)``,

@@ -38,7 +38,7 @@ Encoder MLP 4096 -> 1200 -> 1200 -> 2 x 10 with ReLU; decoder 10 -> 1200 -> 1200
 with Tanh, Bernoulli likelihood (the decoder returns logits).  MR-beta-TCVAE: a sigmoid gate
 (:class:`linvae.conditioning.Gate`) on the pre-activation of both encoder hidden layers, and a
 sqrt gate on the pre-activation of the 2nd and 3rd decoder hidden layers (the first decoder
-Linear, like the decoders of :mod:`deep.nets`, is ungated; ``gate_first_decoder=True`` gates it
+Linear, like the decoders of :mod:`deep.models.convnets`, is ungated; ``gate_first_decoder=True`` gates it
 too).  Heads and the output layer are ungated.  Default beta range [0.1, 10].
 
 With one beta per EXAMPLE (the trainer's default sampling) the posteriors of a minibatch come
@@ -59,7 +59,7 @@ from torch import nn
 
 from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch, GatedModel
 
-from .nets import DecoderOutput, EncoderOutput
+from .convnets import DecoderOutput, EncoderOutput
 from .objectives import LOG_2PI, NotALikelihoodError, gaussian_kl, get_distortion
 
 __all__ = [
@@ -365,7 +365,7 @@ def build_model(*, mr: bool = True, latent_dim: int = 10, hidden: int = 1200,
     ``family``, ``arch`` and ``distortion`` are accepted so that ``build_model(**model.config)`` works.
     """
     if family != "tcvae" or arch != "mlp":
-        raise ValueError(f"deep.tcvae builds family 'tcvae' / arch 'mlp', not {family!r} / {arch!r}")
+        raise ValueError(f"deep.models.tcvae builds family 'tcvae' / arch 'mlp', not {family!r} / {arch!r}")
     if distortion not in (None, "bernoulli"):
         raise ValueError(f"the dSprites MLPs use a Bernoulli likelihood; distortion {distortion!r} is not "
                          "supported (leave it unset or use 'bernoulli')")
@@ -461,7 +461,7 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
     estimators need large batches -- with N = ``len(data)``), ``kl_sample``, ``iw_nll`` (``iw_k > 0``),
     ``active_units``, ``mutual_information`` (on ``mi_examples`` examples; ``None``: 5,000, the
     estimator is quadratic in it), and ``mig_sampling`` / ``mig_discrete``
-    (:mod:`deep.disentangle`) on the factor grid that ``data.factor_grid(mig_grid)`` gives (``None``
+    (:mod:`deep.evaluate.disentangle`) on the factor grid that ``data.factor_grid(mig_grid)`` gives (``None``
     with a reason when the set is not a grid).  ``n_images > 0`` adds ``images`` (inputs,
     reconstructions from the posterior mean and prior samples with the same z at every beta) in
     the layout of :func:`deep.evaluate.rd_sweep`.
@@ -470,8 +470,8 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
     first ``max_examples`` of the permutation): dSprites files are ordered by factor, so the
     first N rows would all be squares, and the TC estimators need uniformly drawn minibatches.
     """
-    from . import disentangle as D
-    from . import metrics as M
+    from deep.evaluate import disentangle as D
+    from deep.evaluate import metrics as M
 
     device = next(model.parameters()).device
     betas_t = M.evaluation_betas(betas)
@@ -595,7 +595,7 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
             "iw_nll": (f"importance-weighted NLL, k={iw_k}" if iw_k else "disabled (iw_k=0)"),
             "active_units": "Var over examples of E_q[z_u] >= 0.01",
             "mutual_information": f"I(x;z) against the aggregate posterior of {n_store} examples "
-                                  "(deep.metrics.mutual_information)",
+                                  "(deep.evaluate.metrics.mutual_information)",
             "mig_sampling": (f"MIG, Chen et al. 2018 sampling estimator: H(z_j) and H(z_j|v_k) from "
                              f"{mig_samples} samples of q(z|x) over the grid, MI normalised by H(v_k) = "
                              f"log |v_k|; grid: {grid[3]}" if grid is not None else grid_note),

@@ -39,22 +39,22 @@ class ArchSpec:
 
 
 ARCHS: dict[str, ArchSpec] = {
-    "conv": ArchSpec("conv", "deep.nets:build_from_config", "deep.nets:rebuild", None, _IMAGE_ALL,
+    "conv": ArchSpec("conv", "deep.models.convnets:build_from_config", "deep.models.convnets:rebuild", None, _IMAGE_ALL,
                      "pythae-benchmark convolutional encoder/decoder"),
-    "resnet": ArchSpec("resnet", "deep.nets:build_from_config", "deep.nets:rebuild", None, _IMAGE_ALL,
+    "resnet": ArchSpec("resnet", "deep.models.convnets:build_from_config", "deep.models.convnets:rebuild", None, _IMAGE_ALL,
                        "pythae-benchmark ResNet encoder/decoder"),
-    "nvae": ArchSpec("nvae", "deep.nvae:build", "deep.nvae:rebuild", "deep.nvae:sweep",
+    "nvae": ArchSpec("nvae", "deep.models.nvae.model:build", "deep.models.nvae.model:rebuild", "deep.models.nvae.model:sweep",
                      _IMAGE_BINARY + ("celeba64",), "hierarchical NVAE (Vahdat & Kautz 2020)"),
-    "lstm": ArchSpec("lstm", "deep.text:build", "deep.text:rebuild", "deep.text:sweep", ("yahoo",),
+    "lstm": ArchSpec("lstm", "deep.models.text:build", "deep.models.text:rebuild", "deep.models.text:sweep", ("yahoo",),
                      "autoregressive LSTM text VAE (He et al. 2019)"),
-    "mlp": ArchSpec("mlp", "deep.tcvae:build", "deep.tcvae:rebuild", "deep.tcvae:sweep", ("dsprites",),
+    "mlp": ArchSpec("mlp", "deep.models.tcvae:build", "deep.models.tcvae:rebuild", "deep.models.tcvae:sweep", ("dsprites",),
                     "MLP beta-TCVAE (Chen et al. 2018)"),
 }
 
 DATASET_LOADERS: dict[str, str | Callable[..., Any]] = {
-    **{name: "deep.data:load_split" for name in _IMAGE_ALL},
-    "dsprites": "deep.dsprites:load_split",
-    "yahoo": "deep.text:load_split",
+    **{name: "deep.data.images:load_split" for name in _IMAGE_ALL},
+    "dsprites": "deep.data.dsprites:load_split",
+    "yahoo": "deep.models.text:load_split",
 }
 
 #: The architecture each dataset trains with when none is given.
@@ -130,7 +130,7 @@ def valid_datasets() -> list[str]:
 def dataset_loader(name: str) -> Callable[..., Any]:
     """The ``load_split`` function of dataset ``name``."""
     if name not in DATASET_LOADERS:
-        from deep.data import UnknownDatasetError
+        from deep.data.images import UnknownDatasetError
 
         raise UnknownDatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_LOADERS)}")
     return resolve(DATASET_LOADERS[name])
@@ -139,7 +139,7 @@ def dataset_loader(name: str) -> Callable[..., Any]:
 def check_dataset_arch(dataset: str, arch: str) -> None:
     """Raise a clear error when ``arch`` cannot train on ``dataset``."""
     if dataset not in DATASET_LOADERS:
-        from deep.data import UnknownDatasetError
+        from deep.data.images import UnknownDatasetError
 
         raise UnknownDatasetError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASET_LOADERS)}")
     spec = arch_spec(arch)

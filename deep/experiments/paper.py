@@ -26,7 +26,7 @@ the manifest. Paths in a manifest are relative to the results root.
 
 Typical use::
 
-    from paper_figures.experiments import run_experiment
+    from deep.experiments.paper import run_experiment
     manifest = run_experiment("fig8_sensitivity", preset="cpu")     # results/cpu/manifests/fig8_sensitivity.json
 """
 from __future__ import annotations
@@ -408,8 +408,8 @@ def _fig8_sensitivity() -> dict[str, Preset]:
     return out
 
 
-#: Kept for result files written before deep.nets had ``shared_hyper``.
-SHARED_MLP_UNAVAILABLE = ("deep.nets has no option to share the first hyper-network layer between gates: "
+#: Kept for result files written before deep.models.convnets had ``shared_hyper``.
+SHARED_MLP_UNAVAILABLE = ("deep.models.convnets has no option to share the first hyper-network layer between gates: "
                           "TrainConfig.hyper_hidden builds one independent MLP per gate, so the 'shared 2-layer "
                           "MLP' variant of App. D cannot be built without a new model option")
 
@@ -447,7 +447,7 @@ def _fig9() -> dict[str, Preset]:
     return out
 
 
-# -- families written by other modules (deep.tcvae, deep.text, deep.nvae) --------------------
+# -- families written by other modules (deep.models.tcvae, deep.models.text, deep.models.nvae.model) --------------------
 def _fig8_tcvae() -> dict[str, Preset]:
     out = {}
     for p in PRESETS:
@@ -486,7 +486,7 @@ def _fig8_tcvae() -> dict[str, Preset]:
                       "Adam, LR grid selected by the training loss at beta = 1, 3 seeds, 10 betas in [0.1, 10]")
         out[p] = _preset(p, groups, budget=budget, seeds=seeds, selection_split="train",
                          estimate="~25 min on 2 CPU cores (12 MLP runs of 60k examples at ~650 examples/s + MIG; "
-                                  "an estimate: deep.tcvae is not measured here)" if p == "cpu" else "",
+                                  "an estimate: deep.models.tcvae is not measured here)" if p == "cpu" else "",
                          estimate_s=1500 if p == "cpu" else None)
     return out
 
@@ -533,7 +533,7 @@ def _fig5_yahoo() -> dict[str, Preset]:
 
 
 def _fig5_nvae() -> dict[str, Preset]:
-    """NVAE settings follow deep.nvae.recommended_training (Adamax, cosine decay; paper: weight decay 3e-4,
+    """NVAE settings follow deep.models.nvae.model.recommended_training (Adamax, cosine decay; paper: weight decay 3e-4,
     min lr 1e-4, beta-NVAE baselines with constant KL and with a 30% KL warm-up)."""
     out = {}
     nvae_betas = tuple(float(b) for b in np.logspace(-2, 1, 4))  # the paper's 4 NVAE baselines
@@ -629,9 +629,9 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("fig5_omniglot", "Fig. 5 (Omniglot panels): ConvNet and ResNet, MR-VAE vs the 10-beta sweep",
                ("fig5", "table2"), _fig5_binary("omniglot")),
     Experiment("fig5_yahoo", "Fig. 5 (Yahoo panel): LSTM text VAE", ("fig5",), _fig5_yahoo(),
-               requires=("deep.text",)),
+               requires=("deep.models.text",)),
     Experiment("fig5_nvae", "Fig. 5 (NVAE panels): MNIST, Omniglot, CelebA64 (bits/dim)", ("fig5",),
-               _fig5_nvae(), requires=("deep.nvae",)),
+               _fig5_nvae(), requires=("deep.models.nvae.model",)),
     Experiment("fig6", "Fig. 6: active units and FID vs beta (Omniglot, SVHN, CelebA64)", ("fig6",),
                _fig6_fig7("fig6"),
                notes="FID needs Inception-v3 FID weights, which are not available offline; rd.json has no "
@@ -640,7 +640,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("fig8_sensitivity", "Fig. 8 (left, middle): sensitivity to the sampling range [a, b]",
                ("fig8",), _fig8_sensitivity()),
     Experiment("fig8_tcvae", "Fig. 8 (right): MIG vs beta, beta-TCVAE vs MR-VAE on dSprites", ("fig8",),
-               _fig8_tcvae(), requires=("deep.tcvae", "deep.dsprites")),
+               _fig8_tcvae(), requires=("deep.models.tcvae", "deep.data.dsprites")),
     Experiment("fig9", "Fig. 9: hypernetwork architecture and gate-function ablations (Omniglot ResNet)",
                ("fig9",), _fig9()),
     Experiment("table2", "Table 2: lowest test negative ELBO with its rate and distortion (MNIST, Omniglot)",
@@ -815,7 +815,7 @@ def _train_and_evaluate(fields: dict, group: Group, evaluations: list[Evaluation
                         device: str) -> dict:
     T = _train_module()
     from deep.evaluate import evaluate_run
-    from deep.runs import RunPaths, read_json
+    from deep.train.runs import RunPaths, read_json
 
     config = T.TrainConfig(**fields)
     run_dir = T.run_dir_for(config)
@@ -859,7 +859,7 @@ def _train_and_evaluate(fields: dict, group: Group, evaluations: list[Evaluation
 
 class CachedLoader:
     """``callable(config, split) -> data``: the real splits (via the dataset's loader in
-    :mod:`deep.families`), each loaded once per (dataset, split, data options, data root) and reused by
+    :mod:`deep.models.registry`), each loaded once per (dataset, split, data options, data root) and reused by
     every run of an experiment (loading Yahoo or the Omniglot PNGs takes seconds each time)."""
 
     def __init__(self) -> None:
@@ -874,7 +874,8 @@ class CachedLoader:
             if load is not None:
                 self._cache[key] = load(config, split)
             elif split == "train":
-                self._cache[key] = T.load_train_data(config)
+                from deep.train.loop import load_train_data
+                self._cache[key] = load_train_data(config)
             else:
                 from deep.evaluate import load_eval_data
                 self._cache[key] = load_eval_data(config, split)

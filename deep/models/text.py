@@ -23,7 +23,7 @@ MR-VAE gates (:class:`linvae.conditioning.Gate`, per channel, fed ``u = beta_ran
 * decoder (``dec_gate``, default sqrt): the z -> initial-state projection (``2 hidden``), the LSTM input
   ``[embedding, z]`` (``embed + latent``) and the LSTM outputs fed to the vocabulary projection
   (``hidden``).
-* Not gated (as in :mod:`deep.nets`): the ``mu`` / ``log_var`` heads and the output logits.  The LSTM's
+* Not gated (as in :mod:`deep.models.convnets`): the ``mu`` / ``log_var`` heads and the output logits.  The LSTM's
   own recurrent pre-activations are not gated either (that would need a custom cell and lose cuDNN).
 
 Units: ``rate`` = analytic KL in nats per document; ``distortion`` = token NLL summed over the document's
@@ -41,9 +41,9 @@ from torch import nn
 
 from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GatedModel, as_beta_range, beta_batch
 
-from . import metrics as M
+from deep.evaluate import metrics as M
 from .objectives import gaussian_kl
-from .text_data import (BOS_ID, EOS_ID, PAD_ID, TEXT_SPLITS, YAHOO_FILES, DataIntegrityError,
+from deep.data.text import (BOS_ID, EOS_ID, PAD_ID, TEXT_SPLITS, YAHOO_FILES, DataIntegrityError,
                         DatasetMissingError, TextBatch, TextOptionError, TextSplit, Vocabulary,
                         YahooDownloadError, load_split)
 
@@ -51,7 +51,7 @@ __all__ = [
     "TextVAE", "TextEncoder", "TextDecoder", "TextEncoderOutput", "TextVAEOutput", "TextModelError",
     "TextVocabMismatchError", "build_text_vae", "build", "rebuild", "sweep", "iw_nll_batch", "perplexity",
     "MODEL_OPTIONS", "DEFAULTS", "AU_THRESHOLD", "DISTORTION_NAME",
-    # re-exported data API (deep.families points "yahoo" at deep.text:load_split)
+    # re-exported data API (deep.models.registry points "yahoo" at deep.models.text:load_split)
     "load_split", "TextSplit", "TextBatch", "Vocabulary", "TextOptionError", "YahooDownloadError",
     "DatasetMissingError", "DataIntegrityError", "TEXT_SPLITS", "YAHOO_FILES",
 ]
@@ -348,7 +348,7 @@ class TextVAE(GatedModel, nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------
-# construction (deep.families contract)
+# construction (deep.models.registry contract)
 # ----------------------------------------------------------------------------------------------------
 def _positive_int(name: str, value: Any) -> int:
     try:
@@ -451,7 +451,7 @@ def perplexity(nll_nats: float | torch.Tensor, n_tokens: int | float | torch.Ten
 def iw_nll_batch(model: TextVAE, batch: TextBatch, beta: float | torch.Tensor, k: int, *,
                  generator: torch.Generator | None = None, max_tokens: int = 16384) -> torch.Tensor:
     """Importance-weighted NLL ``(B,)`` (float64 nats per document) of ``batch`` at one ``beta`` with ``k``
-    samples, via :func:`deep.metrics.iw_nll`: the documents are passed as row indices, so the samples of a
+    samples, via :func:`deep.evaluate.metrics.iw_nll`: the documents are passed as row indices, so the samples of a
     chunk decode ``c * B`` rows with ``c * B * T <= max_tokens`` (at least one sample per chunk)."""
     bsz, width = batch.tokens.shape
     beta_t = torch.as_tensor(beta, dtype=torch.float32, device=batch.device).reshape(-1)[:1]
@@ -607,7 +607,7 @@ def sweep(model: TextVAE, data: TextSplit, betas: Sequence[float] | torch.Tensor
             "perplexity_elbo": "exp(sum of neg_elbo / n_tokens), an upper bound on perplexity; " + TOKEN_CONVENTION,
             "distortion_per_token": "sum of distortion / n_tokens, nats per token",
             "mutual_information": "I(x; z) under the aggregate posterior of the evaluated documents "
-                                  "(deep.metrics.mutual_information, He et al. 2019)",
+                                  "(deep.evaluate.metrics.mutual_information, He et al. 2019)",
             "active_units": f"units with Var_x E_q[z_u] >= {AU_THRESHOLD} (Burda et al. 2016)",
         },
     }

@@ -429,12 +429,12 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
     verify: check the md5 of the published files (``DataIntegrityError`` on mismatch).
     bucket_batches: batches per length-sorting pool in :meth:`TextSplit.batches` (default 50; <= 1: none).
 
-    Raises :class:`deep.data.UnknownDatasetError` (name), :class:`TextOptionError` (split / option),
+    Raises :class:`deep.data.images.UnknownDatasetError` (name), :class:`TextOptionError` (split / option),
     :class:`DatasetMissingError` (a file is absent; ``download=True`` raises :class:`YahooDownloadError`,
     because there is no stable public URL).
     """
     if name != "yahoo":
-        from deep.data import UnknownDatasetError
+        from deep.data.images import UnknownDatasetError
 
         raise UnknownDatasetError(f"unknown text dataset {name!r}; the text loader knows only 'yahoo'")
     unknown = set(options) - _OPTIONS

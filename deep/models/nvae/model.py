@@ -1,6 +1,6 @@
 """Hierarchical NVAE (Vahdat & Kautz 2020) as a beta-NVAE and as an MR-NVAE (paper section 5.2, notes 4.2, 7.12).
 
-Written from the NVAE paper's description on plain PyTorch; the blocks live in :mod:`deep.nvae_layers`.
+Written from the NVAE paper's description on plain PyTorch; the blocks live in :mod:`deep.models.nvae.layers`.
 
 Architecture (top-down hierarchy of latent groups over scales)
 --------------------------------------------------------------
@@ -53,8 +53,8 @@ from torch import nn
 
 from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch, GatedModel, as_beta_range
 
-from . import metrics as M
-from .nvae_layers import (BernoulliLikelihood, DecCombiner, DecoderCell, EncCombiner, EncoderCell, GateContext,
+from deep.evaluate import metrics as M
+from .layers import (BernoulliLikelihood, DecCombiner, DecoderCell, EncCombiner, EncoderCell, GateContext,
                           GatedConv, LogisticMixtureLikelihood, normal_log_density, residual_normal_kl, soft_clamp)
 
 __all__ = [
@@ -821,7 +821,7 @@ def sweep(model: NVAE, data: Any, betas: Sequence[float], *, batch_size: int = 1
             "neg_elbo": "rate + distortion",
             "loss": "distortion + beta * rate (no spectral regulariser)",
             "iw_nll": (f"importance-weighted NLL with k={iw_k} samples of the whole hierarchy, log-weight "
-                       "log p(x|z) + sum_l [log p(z_l|z_<l) - log q(z_l|x,z_<l)] (deep.nvae.iw_nll)"
+                       "log p(x|z) + sum_l [log p(z_l|z_<l) - log q(z_l|x,z_<l)] (deep.models.nvae.model.iw_nll)"
                        if iw_k else "disabled (iw_k=0)"),
             "bits_per_dim": "neg_elbo / (C*H*W*ln 2)",
             "bits_per_dim_iw": "iw_nll / (C*H*W*ln 2)" if iw_k else "disabled (iw_k=0)",
@@ -866,7 +866,7 @@ TRAINING_NOTES: dict[str, str] = {
 
 
 def recommended_settings(dataset: str, model_options: dict | None = None) -> dict:
-    """Hook of :func:`deep.families.recommended_settings`: the TrainConfig values of
+    """Hook of :func:`deep.models.registry.recommended_settings`: the TrainConfig values of
     :func:`recommended_training` for the preset in ``model_options`` (default ``paper``), MR-NVAE settings,
     without ``model_options`` itself (the user's options are kept)."""
     preset = str((model_options or {}).get("preset", "paper"))
