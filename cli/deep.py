@@ -37,13 +37,13 @@ def _check_dataset(name: str) -> str:
 
 
 def _check_arch(name: str, dataset: str) -> str:
-    from deep.models.registry import ARCHS
+    from deep.models.registry import family_names, family_spec
 
-    if name not in ARCHS:
-        raise click.BadParameter(f"unknown architecture {name!r}; choose one of: {', '.join(ARCHS)}",
+    if name not in family_names():
+        raise click.BadParameter(f"unknown architecture {name!r}; choose one of: {', '.join(family_names())}",
                                  param_hint="'--arch'")
-    if dataset not in ARCHS[name].datasets:
-        fits = [a for a, spec in ARCHS.items() if dataset in spec.datasets]
+    if dataset not in family_spec(name).datasets:
+        fits = [a for a in family_names() if dataset in family_spec(a).datasets]
         raise click.BadParameter(f"architecture {name!r} does not train on {dataset!r}; for {dataset} choose "
                                  f"one of: {', '.join(fits)}", param_hint="'--arch'")
     return name
@@ -65,7 +65,7 @@ def _parse_options(items: tuple[str, ...], option: str) -> dict:
 
 def _family_defaults(opts: dict, fields: dict) -> dict:
     """Fill the fields the user left at their CLI defaults with the family's recommended values
-    (:data:`deep.models.registry.RECOMMENDED`, e.g. batch 2048 and beta range [0.1, 10] for dSprites)."""
+    (:func:`deep.models.registry.recommended_settings`, e.g. batch 2048 and beta range [0.1, 10] for dSprites)."""
     from click.core import ParameterSource
 
     from deep.models.registry import recommended_settings
@@ -168,10 +168,10 @@ def _common_train_options(f):
 def _config_from(opts: dict, **extra: Any):
     from deep.train import TrainConfig
 
-    from deep.models.registry import DEFAULT_ARCH
+    from deep.models.registry import default_family
 
     _check_dataset(opts["dataset"])
-    arch = opts["arch"] or DEFAULT_ARCH.get(opts["dataset"], "resnet")
+    arch = opts["arch"] or default_family(opts["dataset"])
     _check_arch(arch, opts["dataset"])
     fields = dict(
         dataset=opts["dataset"], arch=arch, epochs=opts["epochs"], batch_size=opts["batch_size"],

@@ -41,6 +41,12 @@ __all__ = [
     "beta_batch",
     "as_beta_range",
     "GatedModel",
+    "GatedLinear",
+    "GatedConv2d",
+    "GatedConvTranspose2d",
+    "gate_parameter_groups",
+    "hyper_parameters",
+    "project_gates_",
     "HyperMLP",
     "gate_bias_for_value",
     "BETA_SAMPLING",
@@ -368,15 +374,32 @@ def as_beta_range(value: "BetaRange | dict | Sequence[float]") -> "BetaRange":
 
 
 class GatedModel:
-    """Mixin for the model families' ``nn.Module``s: ``config`` (a copy of ``self._config``, the JSON-able
-    keyword arguments that rebuild the model), ``gates()`` and ``num_gated_channels``."""
+    """Mixin for beta-conditioned ``nn.Module``s: ``config`` (a copy of ``self._config``, the JSON-able keyword
+    arguments that rebuild the model), ``hyper_input(beta, batch, like)``, ``gates()``, ``num_gated_channels``
+    and ``project_gates_()``.
+
+    The host sets ``is_mr`` (bool) and ``beta_range`` (:class:`BetaRange`); a plain beta-VAE (``is_mr=False``)
+    gets ``None`` from :meth:`hyper_input` and its gated layers run ungated.
+    """
 
     _config: dict
+    is_mr: bool
+    beta_range: BetaRange
 
     @property
     def config(self) -> dict:
         """JSON-able keyword arguments that rebuild this architecture (a copy)."""
         return copy.deepcopy(self._config)
+
+    def hyper_input(self, beta: "torch.Tensor | float", batch: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The standardised hyper-input ``u = beta_range.standardize(beta)``: ``(batch,)`` for a ``(batch,)``
+        tensor of betas, ``(1,)`` for one beta shared by the batch (a float or a 1-element tensor; gated layers
+        then fold their gates into their weights); ``None`` for a plain beta-VAE. ``like`` gives the dtype and
+        device."""
+        beta = beta_batch(beta, batch, like, keep_one=True)
+        if not getattr(self, "is_mr", True):
+            return None
+        return self.beta_range.standardize(beta)
 
     def gates(self) -> list["Gate"]:
         """Every gate module (empty for a plain beta-VAE)."""
@@ -388,8 +411,47 @@ class GatedModel:
 
     def project_gates_(self) -> None:
         """Apply every gate's constraint (:meth:`Gate.project_`); trainers call it after each optimiser step."""
-        for g in self.gates():
-            g.project_()
+        project_gates_(self)  # type: ignore[arg-type]
+
+
+def hyper_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of ``model``'s hyper-networks: every :class:`Gate` and every module flagged
+    ``is_hyper = True`` (e.g. a shared hyper-input trunk)."""
+    seen: set[int] = set()
+    out = []
+    for mod in model.modules():
+        if isinstance(mod, Gate) or getattr(mod, "is_hyper", False):
+            for p in mod.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+    return out
+
+
+def gate_parameter_groups(model: nn.Module, lr: float, hyper_lr_mult: float = 1.0) -> list[dict]:
+    """Optimiser parameter groups: the base weights at ``lr`` and the gates' hyper-networks
+    (:func:`hyper_parameters`) at ``lr * hyper_lr_mult`` (the second group only when the model has gates).
+
+    With one learning rate the gates of an MR-VAE (one scalar pair per channel, starting beta-independent)
+    learn far slower than the weights they scale; a multiplier lets them keep up. Use it in your own loop::
+
+        opt = torch.optim.Adam(gate_parameter_groups(model, lr=1e-3, hyper_lr_mult=30.0))
+    """
+    hyper = hyper_parameters(model)
+    ids = {id(p) for p in hyper}
+    base = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": base, "lr": lr}]
+    if hyper:
+        groups.append({"params": hyper, "lr": lr * hyper_lr_mult})
+    return groups
+
+
+def project_gates_(model: nn.Module) -> None:
+    """Apply the constraint of every gate of ``model`` (:meth:`Gate.project_`: monotone gates keep their slope's
+    sign); call it after each optimiser step. A no-op for free gates."""
+    for m in model.modules():
+        if isinstance(m, Gate):
+            m.project_()
 
 
 def beta_batch(beta: torch.Tensor | float, batch: int, like: torch.Tensor, *,
@@ -496,3 +558,81 @@ def scaled_batch_norm(bn: nn.BatchNorm2d, h: torch.Tensor, scale: torch.Tensor) 
 def scaled_linear(linear: nn.Linear, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``linear(x) * scale`` per output feature (``scale`` ``(out,)``), computed with scaled weights and bias."""
     return F.linear(x, linear.weight * scale.unsqueeze(1), linear.bias * scale if linear.bias is not None else None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# multi-rate layers: a layer and its gate (drop-in for nn.Linear / nn.Conv2d / nn.ConvTranspose2d)
+# ----------------------------------------------------------------------------------------------------
+class _GatedLayer(nn.Module):
+    """A layer followed by a per-output-channel :class:`Gate` of the hyper-input ``u``.
+
+    ``forward(x, u)``: ``u`` is ``(B,)`` (one beta per example: the gate multiplies the output), ``(1,)`` (one
+    beta for the whole batch: the gate is folded into the layer's weights and bias, the paper's row-scaled
+    ``W_base``), a :class:`GateContext` (precomputed factors of many gates), or ``None`` (a plain beta-VAE:
+    no gate). ``gate=None`` at construction builds the plain layer (``.gate`` is then ``None``).
+    """
+
+    layer: nn.Module
+
+    def _make_gate(self, features: int, gate: str | None, gate_options: dict) -> None:
+        self.gate = Gate(features, gate, **gate_options) if gate else None
+
+    def _scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, u: "torch.Tensor | GateContext | None" = None) -> torch.Tensor:
+        if self.gate is None or u is None:
+            return self.layer(x)
+        context = u if isinstance(u, GateContext) else GateContext(u, [self.gate])
+        scale = fold_scale(self.gate, context)
+        if scale is not None:
+            return self._scaled(x, scale)
+        return context.apply(self.gate, self.layer(x))
+
+
+class GatedLinear(_GatedLayer):
+    """``nn.Linear`` with a beta gate per output feature: ``gate(u) * (W x + b)`` (paper Eq. 6/8).
+
+    ``gate``: ``"sigmoid"`` (encoders), ``"sqrt"`` (decoders), ``"film"`` or ``None`` (no gate). Other keyword
+    arguments (``direction``, ``hidden``, ``init_value``, ``in_features`` of the hyper-input) go to :class:`Gate`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, gate: str | None = "sigmoid",
+                 **gate_options) -> None:
+        super().__init__()
+        self.layer = nn.Linear(in_features, out_features, bias=bias)
+        self._make_gate(out_features, gate, gate_options)
+
+    def _scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return scaled_linear(self.layer, x, scale)
+
+
+class GatedConv2d(_GatedLayer):
+    """``nn.Conv2d`` with a beta gate per output channel (paper App. B.1: one scalar pair per filter).
+
+    Positional and keyword arguments of ``nn.Conv2d``; ``gate`` and the :class:`Gate` options as in
+    :class:`GatedLinear`. Folding into the weights needs ``groups=1``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, *, gate: str | None = "sigmoid", **gate_options) -> None:
+        super().__init__()
+        self.layer = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        self._make_gate(out_channels, gate, gate_options)
+
+    def _scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return scaled_conv(self.layer, x, scale)
+
+
+class GatedConvTranspose2d(_GatedLayer):
+    """``nn.ConvTranspose2d`` with a beta gate per output channel (``groups=1``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 output_padding=0, bias: bool = True, *, gate: str | None = "sqrt", **gate_options) -> None:
+        super().__init__()
+        self.layer = nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, output_padding,
+                                        bias=bias)
+        self._make_gate(out_channels, gate, gate_options)
+
+    def _scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return scaled_conv(self.layer, x, scale)

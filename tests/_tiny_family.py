@@ -18,16 +18,16 @@ Script use (under ``torchrun``; ``OUT`` receives ``rank<r>.json`` with what each
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from deep.models.convnets import VAEOutput
+from deep.models import DecoderOutput as DecOut, EncoderOutput as EncOut, GaussianLatentVAE, VAEOutput
 from deep.models.objectives import gaussian_kl, get_distortion
 from linvae.conditioning import BetaRange, Gate
 
@@ -37,16 +37,7 @@ DATASET, ARCH = "tiny", "tinymlp"
 BUILT: list["TinyVAE"] = []
 
 
-class EncOut(NamedTuple):
-    mu: torch.Tensor
-    log_var: torch.Tensor
-
-
-class DecOut(NamedTuple):
-    logits: torch.Tensor
-
-
-class TinyVAE(nn.Module):
+class TinyVAE(GaussianLatentVAE):
     """MLP VAE on 1x6x6 images (hidden 16, 3 latents); the MR version has a sigmoid encoder gate and a sqrt
     decoder gate.
 
@@ -61,9 +52,9 @@ class TinyVAE(nn.Module):
                  beta_range: BetaRange = BetaRange(), *, sample: bool = True, batch_norm: bool = False,
                  nan_after: int | None = None, nan_rank: int = 0, arch: str = ARCH) -> None:
         super().__init__()
-        self.is_mr, self.latent_dim, self.beta_range, self.sample = mr, latent_dim, beta_range, sample
+        self.is_mr, self.latent_dim, self.beta_range, self.sample_z = mr, latent_dim, beta_range, sample
         self.distortion = get_distortion("bernoulli")
-        self.config = {"dataset": DATASET, "arch": arch, "mr": mr, "latent_dim": latent_dim, "hidden": hidden,
+        self._config = {"dataset": DATASET, "arch": arch, "mr": mr, "latent_dim": latent_dim, "hidden": hidden,
                        "distortion": "bernoulli", "beta_range": {"a": beta_range.a, "b": beta_range.b},
                        "sample": sample, "batch_norm": batch_norm}
         d = math.prod(SHAPE)
@@ -100,13 +91,14 @@ class TinyVAE(nn.Module):
             h = self.g_dec(h, self._u(beta, z.shape[0], h))
         return DecOut(self.dec2(torch.relu(h)).reshape(z.shape[0], *SHAPE))
 
-    def forward(self, x, beta, *, generator=None):
+    def forward(self, x, beta, *, noise=None, generator=None):
         if self.training:
             self.seen_betas.append(torch.as_tensor(beta).detach().float().clone().reshape(-1).cpu())
         mu, lv = self.encode(x, beta)
-        noise = (torch.randn(mu.shape, generator=generator).to(mu) if generator is not None
-                 else torch.randn(mu.shape, device=mu.device, dtype=mu.dtype))
-        z = mu + torch.exp(0.5 * lv) * noise if self.sample else mu
+        if noise is None:
+            noise = (torch.randn(mu.shape, generator=generator).to(mu) if generator is not None
+                     else torch.randn(mu.shape, device=mu.device, dtype=mu.dtype))
+        z = mu + torch.exp(0.5 * lv) * noise if self.sample_z else mu
         logits = self.decode(z, beta).logits
         rate = gaussian_kl(mu, lv)
         if self.training and self.nan_after is not None and self.calls > self.nan_after:
@@ -120,8 +112,6 @@ class TinyVAE(nn.Module):
             logits = logits.detach() + 0.0 * logits  # keep this step's loss finite
         return VAEOutput(mu, lv, z, logits, rate, self.distortion(logits, x))
 
-    def log_likelihood(self, x, z, beta):
-        return self.distortion.log_likelihood(self.decode(z, beta).logits, x)
 
 
 class TinySplit:
@@ -169,21 +159,56 @@ def rebuild(model_config: dict) -> TinyVAE:
                    batch_norm=model_config.get("batch_norm", False), arch=model_config.get("arch", ARCH))
 
 
-def entries() -> tuple:
-    """The registry entries ``(loader, ArchSpec)`` of this family."""
-    from deep.models import registry as families
-
-    return load_split, families.ArchSpec(ARCH, build=build, rebuild=rebuild, evaluate=None,
-                                         datasets=(DATASET,), description="test MLP")
-
-
 def register() -> None:
-    """Add the family to :mod:`deep.models.registry` (in this process)."""
-    from deep.models import registry as families
+    """Register the dataset and the family through the public calls (in this process)."""
+    from deep.data import register_dataset
+    from deep.models import register_family
 
-    loader, spec = entries()
-    families.DATASET_LOADERS[DATASET] = loader
-    families.ARCHS[ARCH] = spec
+    register_dataset(DATASET, load_split, replace=True)
+    register_family(ARCH, build=build, rebuild=rebuild, datasets=(DATASET,), description="test MLP", replace=True)
+
+
+@contextlib.contextmanager
+def temporary_dataset(name: str, loader, **kw):
+    """Register dataset ``name`` (public call) for the duration of a block; what it replaced comes back."""
+    from deep.data import register_dataset
+    from deep.data.registry import _DATASETS
+
+    old = _DATASETS.get(name)
+    spec = register_dataset(name, loader, replace=True, **({"default_family": old.default_family,
+                                                             "recommended": old.recommended} if old and not kw else kw))
+    try:
+        yield spec
+    finally:
+        if old is None:
+            _DATASETS.pop(name, None)
+        else:
+            _DATASETS[name] = old
+
+
+@contextlib.contextmanager
+def temporary_family(arch: str, build, rebuild, datasets, **kw):
+    """Register family ``arch`` (public call) for the duration of a block; what it replaced comes back."""
+    from deep.models import register_family
+    from deep.models.registry import _FAMILIES
+
+    old = _FAMILIES.get(arch)
+    spec = register_family(arch, build=build, rebuild=rebuild, datasets=tuple(datasets),
+                           description=kw.pop("description", "test family"), replace=True, **kw)
+    try:
+        yield spec
+    finally:
+        if old is None:
+            _FAMILIES.pop(arch, None)
+        else:
+            _FAMILIES[arch] = old
+
+
+@contextlib.contextmanager
+def registered(dataset: str = DATASET, loader=load_split, arch: str = ARCH, build=build, rebuild=rebuild):
+    """This module's dataset and family registered for the duration of a block."""
+    with temporary_dataset(dataset, loader), temporary_family(arch, build, rebuild, (dataset,)):
+        yield
 
 
 def _main(argv: list[str]) -> int:

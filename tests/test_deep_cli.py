@@ -7,6 +7,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
+from _tiny_family import temporary_dataset
 from cli.main import cli
 
 
@@ -120,7 +121,6 @@ def test_preset_option_reaches_the_nvae_builder(tmp_path, monkeypatch):
     """--preset is --model-option preset=...: the NVAE builder receives it."""
     import torch
 
-    from deep.models import registry as families
     from deep.models.nvae import model as nvae
 
     class Tiny:
@@ -141,10 +141,10 @@ def test_preset_option_reaches_the_nvae_builder(tmp_path, monkeypatch):
         seen.update(config.model_options)
         raise nvae.NVAEConfigError("stopped by the test")
 
-    monkeypatch.setitem(families.DATASET_LOADERS, "mnist", lambda name, split, **kw: Tiny())
     monkeypatch.setattr(nvae, "build", spy)
-    r = invoke("train", "--dataset", "mnist", "--arch", "nvae", "--preset", "small", "--model-option", "groups=2",
-               "--out", str(tmp_path), "--quiet")
+    with temporary_dataset("mnist", lambda name, split, **kw: Tiny()):
+        r = invoke("train", "--dataset", "mnist", "--arch", "nvae", "--preset", "small", "--model-option",
+                   "groups=2", "--out", str(tmp_path), "--quiet")
     assert r.exit_code != 0 and "stopped by the test" in r.output
     assert seen == {"preset": "small", "groups": 2}
 
@@ -155,7 +155,6 @@ def test_preset_option_reaches_the_nvae_builder(tmp_path, monkeypatch):
     (("--model-option", "shared_hyper=8"), {"shared_hyper": 8}),                 # App. D MLP: not affine
 ])
 def test_conv_resnet_mr_vaes_get_monotone_decoder_gates_by_default(tmp_path, monkeypatch, extra, expected):
-    from deep.models import registry as families
     from deep.models import convnets as nets
 
     seen = {}
@@ -164,9 +163,9 @@ def test_conv_resnet_mr_vaes_get_monotone_decoder_gates_by_default(tmp_path, mon
         seen.update(config.model_options)
         raise ValueError("stopped by the test")
 
-    monkeypatch.setitem(families.DATASET_LOADERS, "mnist", lambda name, split, **kw: [])
     monkeypatch.setattr(nets, "build_from_config", spy)
-    r = invoke("train", "--dataset", "mnist", "--arch", "conv", *extra, "--out", str(tmp_path), "--quiet")
+    with temporary_dataset("mnist", lambda name, split, **kw: []):
+        r = invoke("train", "--dataset", "mnist", "--arch", "conv", *extra, "--out", str(tmp_path), "--quiet")
     assert "stopped by the test" in r.output
     assert seen == expected
 

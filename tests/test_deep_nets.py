@@ -59,7 +59,7 @@ def test_forward_shapes_rate_and_distortion(dataset, arch):
     assert (out.rate >= 0).all() and (out.distortion >= 0).all()
     with torch.no_grad():
         assert model.decode(out.z, beta).logits.shape == x.shape
-        assert model.sample_prior(3, 1.0).mean.shape == (3, *shape)
+        assert model.sample(3, 1.0).shape == (3, *shape)
 
 
 def test_default_latent_sizes_and_distortions():

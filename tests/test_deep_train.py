@@ -18,6 +18,7 @@ import _tiny_family as F
 from linvae.conditioning import BetaRange, BetaRangeError
 from deep.models.objectives import gaussian_kl
 from deep.evaluate import run as E
+from deep.evaluate.loop import noise_generator, rd_sweep
 from deep import train as T
 from deep.experiments import sweep as SW
 from deep.train import loop as L, schedules as S
@@ -284,9 +285,9 @@ def test_batched_beta_evaluation_equals_one_pass_per_beta(trained_mr):
     _, model, _ = E.load_run_model(run_dir, "cpu", model=TinyVAE(mr=True))
     data = TinySplit(100, "test", seed=5)
     betas = BetaRange().grid(6).tolist()
-    a = E.rd_sweep(model, data, betas, batch_size=30, iw_k=4, batched=True, n_images=3)
-    b = E.rd_sweep(model, data, betas, batch_size=30, iw_k=4, batched=False, n_images=3)
-    c = E.rd_sweep(model, data, betas, batch_size=30, iw_k=4, batched=True, n_images=3, max_rows=60)
+    a = rd_sweep(model, data, betas, batch_size=30, iw_k=4, batched=True, n_images=3)
+    b = rd_sweep(model, data, betas, batch_size=30, iw_k=4, batched=False, n_images=3)
+    c = rd_sweep(model, data, betas, batch_size=30, iw_k=4, batched=True, n_images=3, max_rows=60)
     assert a["rows_per_pass"] == 180 and b["rows_per_pass"] == 30
     assert c["rows_per_pass"] == 60 and c["betas_per_pass"] == 2
     for key in ("rate", "distortion", "iw_nll", "mutual_information"):
@@ -308,7 +309,7 @@ def test_batched_beta_evaluation_equals_one_pass_per_beta(trained_mr):
 def test_same_prior_z_across_betas():
     torch.manual_seed(0)
     plain = TinyVAE(mr=False)       # ignores beta: identical z must give identical samples at every beta
-    out = E.rd_sweep(plain, TinySplit(40, "test"), [0.1, 1.0, 10.0], batch_size=20, n_images=4)
+    out = rd_sweep(plain, TinySplit(40, "test"), [0.1, 1.0, 10.0], batch_size=20, n_images=4)
     p = out["images"]["prior"]
     assert torch.equal(p[0], p[1]) and torch.equal(p[1], p[2])
     assert out["rate"][0] == pytest.approx(out["rate"][2])
@@ -353,7 +354,7 @@ def test_fid_curve_matches_a_direct_frechet_distance_and_is_recorded(trained_mr,
     assert len(res["fid"]) == 3 and all(f >= -1e-9 for f in res["fid"])
     # the same number computed by hand at the largest beta: decoded prior samples vs test images
     torch.manual_seed(0)
-    z = torch.randn((50, model.latent_dim), generator=E._batch_generator(0, 0, salt=3))
+    z = torch.randn((50, model.latent_dim), generator=noise_generator(0, 0, salt=3))
     beta = torch.full((50,), 10.0)
     with torch.no_grad():
         fake = torch.sigmoid(model.eval().decode(z, beta).logits)
@@ -427,13 +428,10 @@ def test_batchnorm_recalibration_runs_once_per_beta(tmp_path, monkeypatch):
 @pytest.fixture
 def tiny_family(monkeypatch):
     """Register the tiny stand-ins as a dataset and an architecture, as a user would add a family."""
-    from deep.models import registry as families
-
-    monkeypatch.setitem(families.DATASET_LOADERS, "tiny",
-                        lambda name, split, **kw: TinySplit(200 if split == "train" else 40, split))
-    monkeypatch.setitem(families.ARCHS, "mlp", families.ArchSpec(
-        "mlp", build=lambda c, data: TinyVAE(mr=c.mr, beta_range=c.beta_range),
-        rebuild=lambda mc: TinyVAE(mr=mc["mr"]), evaluate=None, datasets=("tiny",), description="test MLP"))
+    with F.registered("tiny", lambda name, split, **kw: TinySplit(200 if split == "train" else 40, split), "mlp",
+                      build=lambda c, data: TinyVAE(mr=c.mr, beta_range=c.beta_range),
+                      rebuild=lambda mc: TinyVAE(mr=mc["mr"])):
+        yield
 
 
 def test_registered_family_trains_validates_and_evaluates(tmp_path, tiny_family):
@@ -457,17 +455,16 @@ def test_registered_family_trains_validates_and_evaluates(tmp_path, tiny_family)
         T.train(cfg.replace(arch="resnet", run_name="wrong"), progress=False)
 
 
-def test_validation_split_reading_the_training_files_is_refused(tmp_path, monkeypatch):
-    from deep.models import registry as families
-
+def test_validation_split_reading_the_training_files_is_refused(tmp_path, request):
     class FileSplit(TinySplit):
         def meta(self):
             return {**super().meta(), "source_files": ["/data/train.txt"]}
 
-    monkeypatch.setitem(families.DATASET_LOADERS, "tiny", lambda name, split, **kw: FileSplit(64, split))
-    monkeypatch.setitem(families.ARCHS, "mlp", families.ArchSpec(
-        "mlp", build=lambda c, data: TinyVAE(mr=c.mr, beta_range=c.beta_range), rebuild=lambda mc: TinyVAE(),
-        evaluate=None, datasets=("tiny",), description="test MLP"))
+    registered = F.registered("tiny", lambda name, split, **kw: FileSplit(64, split), "mlp",
+                              build=lambda c, data: TinyVAE(mr=c.mr, beta_range=c.beta_range),
+                              rebuild=lambda mc: TinyVAE())
+    registered.__enter__()
+    request.addfinalizer(lambda: registered.__exit__(None, None, None))
     with pytest.raises(T.ConfigError, match="same examples as the training split"):
         T.train(tiny_config(tmp_path, epochs=1, val_split="valid"), progress=False)
 

@@ -34,9 +34,8 @@ HELPER = Path(F.__file__).resolve()
 @pytest.fixture
 def tiny(monkeypatch):
     """Register the tiny family (module-level functions, so spawned sweep workers can unpickle them)."""
-    loader, spec = F.entries()
-    monkeypatch.setitem(families.DATASET_LOADERS, F.DATASET, loader)
-    monkeypatch.setitem(families.ARCHS, F.ARCH, spec)
+    with F.registered():
+        yield
 
 
 def torchrun(tmp_path: Path, nproc: int, *args: str) -> list[dict]:

@@ -6,12 +6,14 @@ import math
 from types import SimpleNamespace
 
 import pytest
+
+from deep.evaluate import rd_sweep
 import torch
 import torch.nn.functional as F
 from torch import distributions as D
 
 from deep.models.nvae.model import (NVAE_DATASETS, PAPER_TABLE1_NVAE, PRESETS, NVAEConfigError, build, build_nvae,
-                       count_parameters, iw_nll, nvae_parameter_table, rebuild, recommended_training, sweep)
+                       count_parameters, iw_nll, nvae_parameter_table, rebuild, recommended_training)
 from deep.models.nvae.layers import (GateContext, GatedConv, logistic_mixture_channels, logistic_mixture_log_prob,
                               residual_normal_kl)
 from linvae.conditioning import Gate
@@ -265,17 +267,17 @@ def test_mr_gates_change_the_output_with_beta_and_beta_nvae_ignores_beta(dataset
     x = _batch(shape, 2)
     plain = _model(dataset, mr=False).eval()
     eps = plain.noise(2, generator=torch.Generator().manual_seed(0))
-    lo, hi = plain(x, 0.01, eps=eps), plain(x, 10.0, eps=eps)
+    lo, hi = plain(x, 0.01, noise=eps), plain(x, 10.0, noise=eps)
     assert torch.equal(lo.params, hi.params) and torch.equal(lo.rate, hi.rate)
     mr = _model(dataset, mr=True).eval()
-    lo, hi = mr(x, 0.01, eps=eps), mr(x, 10.0, eps=eps)
+    lo, hi = mr(x, 0.01, noise=eps), mr(x, 10.0, noise=eps)
     assert torch.allclose(lo.params, hi.params)  # gates start at 0.9 for every beta
     _randomize_gates(mr)
-    lo, hi = mr(x, 0.01, eps=eps), mr(x, 10.0, eps=eps)
+    lo, hi = mr(x, 0.01, noise=eps), mr(x, 10.0, noise=eps)
     assert not torch.allclose(lo.params, hi.params, atol=1e-3)
     assert not torch.allclose(lo.rate, hi.rate, atol=1e-3)
     # per-example betas: each row equals the row computed at its own beta alone
-    both = mr(x, torch.tensor([0.01, 10.0]), eps=eps)
+    both = mr(x, torch.tensor([0.01, 10.0]), noise=eps)
     assert torch.allclose(both.rate, torch.stack([lo.rate[0], hi.rate[1]]), rtol=1e-4, atol=1e-3)
 
 
@@ -291,8 +293,8 @@ def test_one_beta_per_batch_folds_every_gate_into_its_layer_with_the_same_number
     twin.load_state_dict(model.state_dict())
     eps = [e.double() for e in model.noise(3, generator=torch.Generator().manual_seed(0))]
     assert model.gate_context(0.3, 3, x).shared and not model.gate_context(torch.full((3,), 0.3), 3, x).shared
-    one = model(x, 0.3, eps=eps)
-    every = twin(x, torch.full((3,), 0.3, dtype=torch.float64), eps=eps)
+    one = model(x, 0.3, noise=eps)
+    every = twin(x, torch.full((3,), 0.3, dtype=torch.float64), noise=eps)
     assert torch.allclose(one.params, every.params, rtol=1e-9, atol=1e-9)
     assert torch.allclose(one.rate, every.rate, rtol=1e-9, atol=1e-9)
     one.rate.sum().backward()
@@ -317,7 +319,7 @@ def test_small_mr_nvae_adamax_steps_lower_the_loss_on_a_fixed_batch():
     opt = torch.optim.Adamax(model.parameters(), lr=1e-2)
 
     def loss_now():
-        return model.objective(model(x, beta, eps=eps), beta).mean()
+        return model.objective(model(x, beta, noise=eps), beta).mean()
 
     first = loss_now()
     for _ in range(3):
@@ -351,7 +353,7 @@ def test_iw_nll_with_one_sample_is_the_sampled_negative_elbo_and_tightens_with_k
     _randomize_gates(model)
     x = _batch((1, 28, 28), 3)
     one = iw_nll(model, x, 0.5, k=1, generator=torch.Generator().manual_seed(5))
-    out = model(x, 0.5, eps=model.noise(3, generator=torch.Generator().manual_seed(5)))
+    out = model(x, 0.5, noise=model.noise(3, generator=torch.Generator().manual_seed(5)))
     assert torch.allclose(one, -out.log_weight.double(), rtol=1e-5)
     assert torch.allclose(out.log_weight, -(out.distortion + out.log_q - out.log_p))
     # chunking does not change the estimate (noise drawn sample by sample)
@@ -371,7 +373,7 @@ def test_sweep_returns_arrays_by_beta_and_is_independent_of_chunking():
     _randomize_gates(model)
     data = _Data(_batch((3, 64, 64), 5), "continuous")
     betas = [0.01, 0.3, 10.0]
-    res = sweep(model, data, betas, batch_size=3, iw_k=2, seed=0, n_images=2)
+    res = rd_sweep(model, data, betas, batch_size=3, iw_k=2, seed=0, n_images=2)
     for key in ("rate", "distortion", "neg_elbo", "loss", "iw_nll", "bits_per_dim", "bits_per_dim_iw", "kl_groups"):
         assert len(res[key]) == 3, key
     assert res["beta"] == betas and "estimators" in res and res["n_examples"] == 5
@@ -382,7 +384,7 @@ def test_sweep_returns_arrays_by_beta_and_is_independent_of_chunking():
         assert math.isclose(res["bits_per_dim"][j], res["neg_elbo"][j] / (3 * 64 * 64 * math.log(2)), rel_tol=1e-12)
     assert res["rate"][0] != res["rate"][2]
     assert len(res["images"]["recon"]) == 3 and res["images"]["prior"][0].shape == (2, 3, 64, 64)
-    again = sweep(model, data, betas, batch_size=3, iw_k=0, seed=0, max_rows=3, n_images=0)
+    again = rd_sweep(model, data, betas, batch_size=3, iw_k=0, seed=0, max_rows=3, n_images=0)
     assert again["iw_nll"] is None and "images" not in again
     for key in ("rate", "distortion"):
         assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(res[key], again[key])), key
@@ -392,7 +394,7 @@ def test_sweep_returns_arrays_by_beta_and_is_independent_of_chunking():
 def test_beta_nvae_sweep_is_flat_in_beta():
     model = _model("mnist", mr=False)
     data = _Data(_batch((1, 28, 28), 4), "bernoulli")
-    res = sweep(model, data, [0.1, 1.0, 10.0], batch_size=4, n_images=0)
+    res = rd_sweep(model, data, [0.1, 1.0, 10.0], batch_size=4, n_images=0)
     assert res["rate"][0] == pytest.approx(res["rate"][2], rel=1e-5)
     assert res["distortion"][0] == pytest.approx(res["distortion"][2], rel=1e-5)
 
@@ -422,7 +424,7 @@ def test_rebuild_round_trip(mr):
     twin.load_state_dict(model.state_dict())
     model.eval(), twin.eval()
     eps = model.noise(2, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(model(data.x, 0.5, eps=eps).params, twin(data.x, 0.5, eps=eps).params)
+    assert torch.equal(model(data.x, 0.5, noise=eps).params, twin(data.x, 0.5, noise=eps).params)
 
 
 def test_build_errors_are_clear():
@@ -472,7 +474,7 @@ def test_real_mnist_batch_through_the_small_model(data_root):
 
     split = load_split("mnist", "test", data_dir=data_root)
     model = build(_train_config(), split).eval()
-    res = sweep(model, split, [0.1, 1.0], batch_size=8, max_examples=8, iw_k=2, n_images=0)
+    res = rd_sweep(model, split, [0.1, 1.0], batch_size=8, max_examples=8, iw_k=2, n_images=0)
     assert all(math.isfinite(v) for v in res["neg_elbo"] + res["iw_nll"])
     assert 784 * 0.05 < res["distortion"][0] < 784 * 2.0  # near-untrained Bernoulli NLL per image
 
@@ -511,10 +513,10 @@ def test_hidden_hyper_networks_and_prior_samples():
     _randomize_gates(model)
     assert all(len(g.hyper.body) == 2 for g in model.gates())  # Linear(1, 4) + ReLU, then the output layer
     eps = model.noise(2, generator=torch.Generator().manual_seed(0))
-    lo, hi = model.sample(2, 0.01, eps=eps), model.sample(2, 10.0, eps=eps)
+    lo, hi = model.sample(2, 0.01, noise=eps), model.sample(2, 10.0, noise=eps)
     assert lo.shape == (2, 3, 64, 64) and bool(((lo >= 0) & (lo <= 1)).all())
     assert not torch.allclose(lo, hi)
-    assert torch.equal(lo, model.sample(2, 0.01, eps=eps))  # same noise, same images
+    assert torch.equal(lo, model.sample(2, 0.01, noise=eps))  # same noise, same images
     assert model.conventions()["distortion"] == "logistic_mixture"
 
 
@@ -524,7 +526,7 @@ def test_real_celeba64_batch_through_the_small_model(data_root):
     split = load_split("celeba64", "test", data_dir=data_root)
     model = build(_train_config(dataset="celeba64"), split).eval()
     assert model.likelihood_name == "logistic_mixture"
-    res = sweep(model, split, [1.0], batch_size=2, max_examples=2, n_images=0)
+    res = rd_sweep(model, split, [1.0], batch_size=2, max_examples=2, n_images=0)
     assert 1.0 < res["bits_per_dim"][0] < 20.0  # an untrained mixture: a few bits per colour value
 
 

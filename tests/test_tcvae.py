@@ -6,6 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from deep.evaluate import rd_sweep
+from deep.evaluate.beta_metrics import MIGMetric
 import torch
 
 from deep.data import dsprites as ds
@@ -167,7 +170,7 @@ def test_forward_shapes_beta_conditioning_and_objective():
     torch.testing.assert_close(out.mi + out.tc + out.dim_kl, out.kl_sample, rtol=0, atol=1e-4)
     w = torch.linspace(0.1, 10, 16)
     torch.testing.assert_close(model.objective(out, w) - model.objective(out, torch.zeros(16)), w * out.tc)
-    assert set(model.extra_metrics(out)) == {"mi", "tc", "dim_kl"}
+    assert set(model.train_metrics(out)) == {"mi", "tc", "dim_kl"}
     # gates open the same way at init; after moving a gate the encoder depends on beta (MR only)
     with torch.no_grad():
         for g in model.gates():
@@ -244,18 +247,19 @@ def test_sweep_returns_every_array_per_beta():
     torch.manual_seed(0)
     data = _tiny_dsprites()
     model = T.build_model(mr=True, hidden=16, dataset_size=len(data), estimator="mss")
-    out = T.sweep(model, data, [0.1, 1.0, 10.0], batch_size=64, iw_k=3, seed=0, max_examples=None,
-                  progress=False, mig_samples=200, mi_examples=100)
+    mig, _ = MIGMetric.for_data(data, mig_samples=200)
+    out = rd_sweep(model, data, [0.1, 1.0, 10.0], batch_size=64, iw_k=3, seed=0, max_examples=None,
+                   progress=False, mi_examples=100, metrics=[mig], n_images=0)
     for key in ("beta", "rate", "distortion", "neg_elbo", "loss", "tc", "mi", "dim_kl", "kl_sample", "iw_nll",
                 "active_units", "mutual_information", "mig_sampling", "mig_discrete"):
         assert len(out[key]) == 3, key
         assert all(np.isfinite(v) for v in out[key]), key
     np.testing.assert_allclose(np.add(np.add(out["mi"], out["tc"]), out["dim_kl"]), out["kl_sample"], atol=1e-3)
     np.testing.assert_allclose(out["neg_elbo"], np.add(out["rate"], out["distortion"]))
-    assert out["mig_grid"] == "test grid 3x2x2x4x4" and "test grid" in out["estimators"]["mig_sampling"]
+    assert out["estimators"]["mig_grid"] == "test grid 3x2x2x4x4" and "test grid" in out["estimators"]["mig_sampling"]
     assert all(0 <= v <= 1.05 for v in out["mig_discrete"])
     json.dumps({k: v for k, v in out.items() if k != "protocol"})
     # the same noise for every call: a repeated sweep is identical
-    again = T.sweep(model, data, [1.0], batch_size=64, iw_k=0, seed=0, max_examples=None, progress=False,
-                    mig=False, mi_examples=100)
-    assert again["distortion"][0] == pytest.approx(out["distortion"][1]) and again["mig_sampling"] is None
+    again = rd_sweep(model, data, [1.0], batch_size=64, iw_k=0, seed=0, max_examples=None, progress=False,
+                     mi_examples=100)
+    assert again["distortion"][0] == pytest.approx(out["distortion"][1]) and "mig_sampling" not in again

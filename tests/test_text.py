@@ -6,10 +6,12 @@ import math
 from types import SimpleNamespace
 
 import pytest
+
+from deep.evaluate import rd_sweep
 import torch
 
 from deep.models.text import (DEFAULTS, TextBatch, TextModelError, TextSplit, TextVocabMismatchError, Vocabulary,
-                       build, build_text_vae, check_vocab, iw_nll_batch, load_split, perplexity, rebuild, sweep)
+                       build, build_text_vae, check_vocab, iw_nll_batch, load_split, perplexity, rebuild)
 from deep.data.text import (BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, DatasetMissingError, TextOptionError,
                             YahooDownloadError)
 from linvae.conditioning import BetaRange, Gate
@@ -308,7 +310,7 @@ def test_perplexity_formula_and_a_uniform_decoder_has_perplexity_v(corpus):
         for layer in (model.decoder.out, model.encoder.mu, model.encoder.log_var):
             layer.weight.zero_()
             layer.bias.zero_()
-    res = sweep(model, data, [0.1, 1.0], batch_size=2, iw_k=7, seed=1)
+    res = rd_sweep(model, data, [0.1, 1.0], batch_size=2, iw_k=7, seed=1)
     assert res["n_tokens"] == data.n_tokens == 14
     assert res["rate"] == pytest.approx([0.0, 0.0], abs=1e-6)
     assert res["distortion"] == pytest.approx([14 / 3 * math.log(v)] * 2, rel=1e-5)
@@ -410,7 +412,7 @@ def test_sweep_returns_arrays_by_beta_and_checks_the_vocabulary(corpus):
     model = _tiny(len(data.vocab), mr=True, vocab_digest=data.vocab.digest)
     _randomize_gates(model, seed=17)
     betas = [0.01, 0.3, 10.0]
-    res = sweep(model, data, betas, batch_size=2, iw_k=4, seed=0, max_examples=None, progress=False, extra=1)
+    res = rd_sweep(model, data, betas, batch_size=2, iw_k=4, seed=0, max_examples=None, progress=False)
     for key in ("beta", "rate", "distortion", "neg_elbo", "loss", "iw_nll", "perplexity", "perplexity_elbo",
                 "mutual_information", "active_units"):
         assert len(res[key]) == 3 and all(math.isfinite(v) for v in res[key]), key
@@ -419,7 +421,7 @@ def test_sweep_returns_arrays_by_beta_and_checks_the_vocabulary(corpus):
     assert set(res["estimators"]) >= {"rate", "distortion", "iw_nll", "perplexity", "mutual_information"}
     assert "</s>" in res["token_convention"] and res["n_examples"] == 3 and res["iw_k"] == 4
     json.dumps(res)
-    again = sweep(model, data, betas, batch_size=3, iw_k=0, seed=0)
+    again = rd_sweep(model, data, betas, batch_size=3, iw_k=0, seed=0)
     assert again["iw_nll"] is None and again["perplexity"] is None
     assert again["rate"] == pytest.approx(res["rate"], rel=1e-5)  # the rate does not depend on batching
     other = _tiny(len(data.vocab) + 1, mr=True)

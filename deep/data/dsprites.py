@@ -449,6 +449,12 @@ class DSpritesData:
                     f"46,080 images) of: {self.grid}")
         return None
 
+    def evaluation_index(self, n: int, seed: int) -> torch.Tensor:
+        """The ``n`` examples an evaluation uses: the first ``n`` of a seed-``seed`` random permutation (the
+        set is ordered by factor, so its first rows would all be squares, and the TC estimators need uniformly
+        drawn minibatches)."""
+        return torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+
     def factor_grid(self, which: str = "auto") -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...], str] | None:
         """The labelled grid MIG is computed on: ``which="full"`` (the whole set, if it is a
         complete grid), ``"subgrid"`` (:meth:`regular_subgrid`) or ``"auto"`` (the whole set if it

@@ -38,6 +38,7 @@ from linvae.dataroot import (DataIntegrityError, DatasetMissingError, file_diges
                              require_file, resolve_data_root)
 
 from . import _readers as rd
+from .registry import UnknownDatasetError
 
 __all__ = ["DATASETS", "DatasetInfo", "UnknownDatasetError", "ImageSplit", "load_split",
            "DatasetMissingError", "DataIntegrityError", "MNIST_URL", "MNIST_SHA256",
@@ -63,10 +64,6 @@ CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test
 
 _SUBSTITUTE_OMNIGLOT = ("substitute: torchvision Omniglot (background=train, evaluation=test) "
                         "resized to 28x28")
-
-
-class UnknownDatasetError(ValueError):
-    """The dataset name is not in :data:`DATASETS`."""
 
 
 @dataclass(frozen=True)

@@ -320,6 +320,12 @@ class TextSplit:
         shuffle = torch.randperm(len(out), generator=torch.Generator().manual_seed(seed))
         return [out[i] for i in shuffle.tolist()]
 
+    def evaluation_batches(self, index: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+        """Evaluation batches of ``index``: sorted by length (stable), then cut into ``batch_size`` documents
+        (little padding, and the same batches every time)."""
+        index = torch.as_tensor(index, dtype=torch.long).reshape(-1).cpu()
+        return list(index[torch.argsort(self.lengths.index_select(0, index), stable=True)].split(batch_size))
+
     def documents(self, index: torch.Tensor | Sequence[int]) -> list[str]:
         """The documents at ``index`` as text (``<unk>`` for unknown words)."""
         idx = self._index(index)

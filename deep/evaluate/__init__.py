@@ -1,5 +1,13 @@
-"""Evaluation of trained runs: rate-distortion curves over beta and their metrics."""
-from .run import AU_THRESHOLD, evaluate_run, fid_curve, load_eval_data, load_run_model, rd_sweep, save_image_grids
+"""Evaluation of trained runs: rate-distortion curves over beta and their metrics.
 
-__all__ = ["evaluate_run", "rd_sweep", "fid_curve", "load_run_model", "load_eval_data", "save_image_grids",
-           "AU_THRESHOLD"]
+* :mod:`deep.evaluate.loop`: :func:`rd_sweep`, the one evaluation loop (every family, through the hooks of
+  :class:`deep.models.MultiRateVAE`) and its seeded noise;
+* :mod:`deep.evaluate.run`: :func:`evaluate_run` (a run folder -> ``results/rd.json``);
+* :mod:`deep.evaluate.metrics`, :mod:`deep.evaluate.disentangle`, :mod:`deep.evaluate.beta_metrics`: the
+  estimators (AU, MI, FID, MIG);
+* :mod:`deep.evaluate.images`: image grids.
+"""
+from .loop import AU_THRESHOLD, rd_sweep
+from .run import evaluate_run, load_eval_data, load_run_model
+
+__all__ = ["evaluate_run", "rd_sweep", "load_run_model", "load_eval_data", "AU_THRESHOLD"]

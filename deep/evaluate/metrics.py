@@ -21,7 +21,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from deep.models.objectives import LOG_2PI, gaussian_kl
+from deep.models.objectives import LOG_2PI, gaussian_kl, iw_nll  # iw_nll: re-exported (defined with the objectives)
 
 __all__ = [
     "evaluation_betas",
@@ -117,41 +117,6 @@ def mutual_information(mu: torch.Tensor, log_var: torch.Tensor, z: torch.Tensor,
     return float(neg_entropy.cpu() - log_q_z)
 
 
-# ----------------------------------------------------------------------------------------------------
-# importance-weighted NLL
-# ----------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def iw_nll(x: torch.Tensor, encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-           log_likelihood: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], k: int = 1000, *,
-           chunk: int = 100, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Importance-weighted NLL ``-log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)``, ``z_i ~ q(.|x)``; ``(B,)`` nats
-    (float64).
-
-    ``encode(x) -> (mu, log_var)`` (an :class:`deep.models.convnets.EncoderOutput` works), each ``(B, K)``;
-    ``log_likelihood(x_rep, z) -> (M,)`` with ``x_rep`` the batch repeated ``c`` times (``M = c * B``, sample
-    index major) and ``z`` ``(M, K)``.  Samples are drawn ``chunk`` at a time and combined with a running
-    float64 log-sum-exp, without gradients.  For a model: ``encode=lambda x: model.encode(x, beta)``,
-    ``log_likelihood=lambda x, z: model.log_likelihood(x, z, beta)``.
-    """
-    if k < 1 or chunk < 1:
-        raise ValueError(f"k and chunk must be >= 1, got k={k}, chunk={chunk}")
-    mu, log_var = encode(x)
-    b, latent = mu.shape
-    std = torch.exp(0.5 * log_var)
-    lse = torch.full((b,), -math.inf, dtype=torch.float64, device=mu.device)
-    done = 0
-    while done < k:
-        c = min(chunk, k - done)
-        eps = torch.randn((c, b, latent), generator=generator, dtype=mu.dtype, device=mu.device)
-        z = mu + std * eps  # (c, B, K)
-        log_q = -0.5 * (LOG_2PI + log_var + eps.pow(2)).to(torch.float64).sum(-1)  # (c, B)
-        log_prior = -0.5 * (LOG_2PI + z.pow(2)).to(torch.float64).sum(-1)
-        x_rep = x.unsqueeze(0).expand(c, *x.shape).reshape(c * b, *x.shape[1:])
-        log_lik = log_likelihood(x_rep, z.reshape(c * b, latent)).to(torch.float64).reshape(c, b)
-        log_w = log_lik + log_prior - log_q
-        lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
-        done += c
-    return -(lse - math.log(k))
 
 
 # ----------------------------------------------------------------------------------------------------

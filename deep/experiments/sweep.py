@@ -10,7 +10,9 @@ from typing import Iterable, Sequence
 import torch
 
 from deep.evaluate.run import evaluate_run
+from deep.data.registry import dataset_spec, register_dataset
 from deep.models import registry as families
+from deep.models.registry import register_family
 from deep.train import distributed as D
 from deep.train.config import BASELINE_BETAS, KL_SCHEDULES, ConfigError, TrainConfig, run_dir_for
 from deep.train.loop import train
@@ -111,8 +113,11 @@ def _sweep_job(cfg_dict: dict, registry: dict, kwargs: dict) -> str:
     """One sweep run in a worker process: restore the parent's registry entries for this run's dataset
     and architecture (families registered at run time, e.g. by tests), then train and evaluate."""
     cfg = TrainConfig.from_dict(cfg_dict)
-    families.DATASET_LOADERS[cfg.dataset] = registry["loader"]
-    families.ARCHS[cfg.arch] = registry["arch"]
+    d, f = registry["dataset"], registry["family"]
+    register_dataset(d.name, d.loader, default_family=d.default_family, recommended=d.recommended,
+                     description=d.description, replace=True)
+    register_family(f.name, build=f.build, rebuild=f.rebuild, datasets=f.datasets, description=f.description,
+                    recommended=f.recommended, replace=True)
     torch.set_num_threads(cfg.num_threads or 1)
     return _sweep_one(cfg, **kwargs)
 
@@ -127,10 +132,8 @@ def _parallel_sweep(plan: list[TrainConfig], jobs: int, *, resume: bool, evaluat
 
     threads = max(1, D.usable_cores() // jobs)
     first = plan[0]
-    registry = {"loader": families.DATASET_LOADERS.get(first.dataset), "arch": families.ARCHS.get(first.arch)}
-    if registry["loader"] is None:
-        families.dataset_loader(first.dataset)          # raises the unknown-dataset message
-    families.check_dataset_arch(first.dataset, first.arch)
+    families.check_dataset_arch(first.dataset, first.arch)   # clear errors for unknown names
+    registry = {"dataset": dataset_spec(first.dataset), "family": families.family_spec(first.arch)}
     try:
         pickle.dumps(registry)
     except Exception as exc:

@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import (GATE_KINDS, BetaRange, Gate, GateContext, beta_batch, GatedModel, as_beta_range,
-                                 fold_scale, scaled_batch_norm, scaled_conv)
+from linvae.conditioning import (GATE_KINDS, BetaRange, Gate, GateContext, beta_batch, as_beta_range, fold_scale,
+                                 scaled_batch_norm, scaled_conv)
 
+from .base import DecoderOutput, EncoderOutput, GaussianLatentVAE, VAEOutput
+from .objectives import Distortion, get_distortion, vae_loss
 from .registry import UnknownArchError  # one error class for every family
-from .objectives import Distortion, NotALikelihoodError, gaussian_kl, get_distortion, vae_loss
 
 __all__ = [
     "recommended_settings",
@@ -43,9 +44,6 @@ __all__ = [
     "NetDataset",
     "UnknownArchError",
     "UnknownNetDatasetError",
-    "EncoderOutput",
-    "DecoderOutput",
-    "VAEOutput",
     "ConvSpec",
     "ResSpec",
     "ConvUnit",
@@ -88,39 +86,6 @@ NET_DATASETS: dict[str, NetDataset] = {
     "svhn": NetDataset("svhn", (3, 32, 32), 32, "sse"),
     "celeba64": NetDataset("celeba64", (3, 64, 64), 64, "sse"),
 }
-
-
-# ----------------------------------------------------------------------------------------------------
-# named outputs
-# ----------------------------------------------------------------------------------------------------
-class EncoderOutput(NamedTuple):
-    """Diagonal Gaussian posterior ``q(z|x)``: ``mu``, ``log_var`` of shape ``(B, K)``."""
-
-    mu: torch.Tensor
-    log_var: torch.Tensor
-
-
-class DecoderOutput(NamedTuple):
-    """Logits of ``p(x|z)`` (shape of x); the mean image is ``sigmoid(logits)``."""
-
-    logits: torch.Tensor
-
-    @property
-    def mean(self) -> torch.Tensor:
-        """Mean image in [0, 1] (Bernoulli probabilities or Gaussian mean)."""
-        return torch.sigmoid(self.logits)
-
-
-class VAEOutput(NamedTuple):
-    """One-sample forward pass: posterior, the sample z, the decoder logits, and per-example
-    ``rate`` and ``distortion`` ``(B,)`` in nats (distortion in the units of the model's distortion)."""
-
-    mu: torch.Tensor
-    log_var: torch.Tensor
-    z: torch.Tensor
-    logits: torch.Tensor
-    rate: torch.Tensor
-    distortion: torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -396,7 +361,7 @@ class SharedHyperTrunk(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # the VAE
 # ----------------------------------------------------------------------------------------------------
-class VAE(GatedModel, nn.Module):
+class VAE(GaussianLatentVAE):
     """Conv/ResNet beta-VAE (``mr=False``) or MR-VAE (``mr=True``); build it with :func:`build_model`.
 
     ``beta`` is always passed explicitly: a ``(B,)`` tensor, or a python float / 0-dim tensor broadcast to
@@ -456,21 +421,11 @@ class VAE(GatedModel, nn.Module):
         }
 
     # -- beta handling ----------------------------------------------------------------------------------
-    def _beta_vector(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
-        return beta_batch(beta, batch, like)
-
     def hyper_input(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor | None:
-        """Standardised hyper-input ``u`` ``(B,)`` for an MR-VAE (``(B, H)`` shared hyper features with
-        ``shared_hyper=H``); ``None`` for a plain beta-VAE.
-
-        One beta for the whole batch (a float or a 1-element tensor) gives ``u`` with one row: each gated
-        layer then folds its gate into its weights (``C`` multiplies per layer instead of ``B*C*H*W``).
-        """
-        beta = beta_batch(beta, batch, like, keep_one=True)
-        if not self.is_mr:
-            return None
-        u = self.beta_range.standardize(beta)
-        return u if self.hyper_trunk is None else self.hyper_trunk(u)
+        """Standardised hyper-input ``u`` (:meth:`linvae.conditioning.GatedModel.hyper_input`), mapped to
+        ``(B, H)`` shared hyper features by the shared trunk when ``shared_hyper=H``."""
+        u = super().hyper_input(beta, batch, like)
+        return u if u is None or self.hyper_trunk is None else self.hyper_trunk(u)
 
     # -- model API --------------------------------------------------------------------------------------
     def _check_x(self, x: torch.Tensor) -> None:
@@ -487,39 +442,11 @@ class VAE(GatedModel, nn.Module):
         """Logits of ``p(x|z)`` for latents ``z`` ``(B, K)``."""
         return self.decoder(z, self.hyper_input(beta, z.shape[0], z))
 
-    def forward(self, x: torch.Tensor, beta: torch.Tensor | float, *,
-                generator: torch.Generator | None = None) -> VAEOutput:
-        """One reparameterised sample per example; ``rate`` and ``distortion`` are ``(B,)`` nats."""
-        self._check_x(x)
-        u = self.hyper_input(beta, x.shape[0], x)
-        mu, log_var = self.encoder(x, u)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        z = mu + torch.exp(0.5 * log_var) * eps
-        logits = self.decoder(z, u).logits
-        return VAEOutput(mu, log_var, z, logits, gaussian_kl(mu, log_var), self.distortion(logits, x))
-
     def loss(self, x: torch.Tensor, beta: torch.Tensor | float, *,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, VAEOutput]:
         """``mean(distortion + beta * rate)`` and the forward output."""
         out = self(x, beta, generator=generator)
-        return vae_loss(out.distortion, out.rate, self._beta_vector(beta, x.shape[0], out.rate)), out
-
-    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
-        """``log p(x|z)`` ``(B,)`` nats; raises :class:`deep.models.objectives.NotALikelihoodError` unless the
-        distortion is a true NLL (``bernoulli`` or ``gaussian_nll``)."""
-        if not self.distortion.is_nll:
-            raise NotALikelihoodError(
-                f"this model's distortion {self.distortion.name!r} is not a normalised negative "
-                "log-likelihood, so log p(x|z) and IW-NLL are undefined; build the model with "
-                "distortion='bernoulli' or 'gaussian_nll'")
-        return self.distortion.log_likelihood(self.decode(z, beta).logits, x)
-
-    def sample_prior(self, n: int, beta: torch.Tensor | float, *,
-                     generator: torch.Generator | None = None) -> DecoderOutput:
-        """Decode ``n`` draws ``z ~ N(0, I)``; ``.mean`` gives images in [0, 1]."""
-        p = next(self.parameters())
-        z = torch.randn((n, self.latent_dim), generator=generator, dtype=p.dtype, device=p.device)
-        return self.decode(z, beta)
+        return vae_loss(out.distortion, out.rate, beta_batch(beta, x.shape[0], out.rate)), out
 
 
 def count_parameters(model: nn.Module) -> int:

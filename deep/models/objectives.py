@@ -37,6 +37,8 @@ __all__ = [
     "gaussian_nll_distortion",
     "vae_loss",
     "LOG_2PI",
+    "DISTORTION_TEXT",
+    "iw_nll",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -163,3 +165,52 @@ def vae_loss(distortion: torch.Tensor, rate: torch.Tensor, beta: torch.Tensor | 
     if beta.dim() > 1 or (beta.dim() == 1 and beta.shape[0] not in (1, rate.shape[0])):
         raise ValueError(f"beta must be a scalar or (B,) with B={rate.shape[0]}, got {tuple(beta.shape)}")
     return (distortion + beta * rate).mean()
+
+
+#: One-line definitions of the distortions, written into every run's conventions.
+DISTORTION_TEXT = {
+    "bernoulli": "Bernoulli negative log-likelihood summed over pixels (nats)",
+    "sse": "sum of squared errors over pixels in [0, 1] (the reference code's MSE sum; no 1/2, no constant)",
+    "half_sse": "1/2 sum of squared errors over pixels in [0, 1] (Gaussian NLL with sigma^2 = 1 minus its constant)",
+    "gaussian_nll": "Gaussian negative log-likelihood summed over pixels (nats)",
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# importance-weighted NLL of a single Gaussian latent
+# ----------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
+# importance-weighted NLL
+# ----------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def iw_nll(x: torch.Tensor, encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+           log_likelihood: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], k: int = 1000, *,
+           chunk: int = 100, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Importance-weighted NLL ``-log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)``, ``z_i ~ q(.|x)``; ``(B,)`` nats
+    (float64).
+
+    ``encode(x) -> (mu, log_var)`` (an :class:`deep.models.convnets.EncoderOutput` works), each ``(B, K)``;
+    ``log_likelihood(x_rep, z) -> (M,)`` with ``x_rep`` the batch repeated ``c`` times (``M = c * B``, sample
+    index major) and ``z`` ``(M, K)``.  Samples are drawn ``chunk`` at a time and combined with a running
+    float64 log-sum-exp, without gradients.  For a model: ``encode=lambda x: model.encode(x, beta)``,
+    ``log_likelihood=lambda x, z: model.log_likelihood(x, z, beta)``.
+    """
+    if k < 1 or chunk < 1:
+        raise ValueError(f"k and chunk must be >= 1, got k={k}, chunk={chunk}")
+    mu, log_var = encode(x)
+    b, latent = mu.shape
+    std = torch.exp(0.5 * log_var)
+    lse = torch.full((b,), -math.inf, dtype=torch.float64, device=mu.device)
+    done = 0
+    while done < k:
+        c = min(chunk, k - done)
+        eps = torch.randn((c, b, latent), generator=generator, dtype=mu.dtype, device=mu.device)
+        z = mu + std * eps  # (c, B, K)
+        log_q = -0.5 * (LOG_2PI + log_var + eps.pow(2)).to(torch.float64).sum(-1)  # (c, B)
+        log_prior = -0.5 * (LOG_2PI + z.pow(2)).to(torch.float64).sum(-1)
+        x_rep = x.unsqueeze(0).expand(c, *x.shape).reshape(c * b, *x.shape[1:])
+        log_lik = log_likelihood(x_rep, z.reshape(c * b, latent)).to(torch.float64).reshape(c, b)
+        log_w = log_lik + log_prior - log_q
+        lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
+        done += c
+    return -(lse - math.log(k))

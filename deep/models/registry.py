@@ -1,149 +1,140 @@
-"""Which code builds, feeds and evaluates each model family of the one deep trainer.
+"""The model-family registry: how each architecture is built, rebuilt and which datasets it trains on.
 
-The trainer (:mod:`deep.train`) and the evaluator (:mod:`deep.evaluate`) know nothing about images, text
-or hierarchies: they look the dataset and the architecture up here. Entries are ``"module:function"``
-strings imported on first use, so a family whose module is absent only fails when it is asked for.
+Register a family of your own with :func:`register_family`; the trainer builds every model through
+:func:`build_model_from_config` and the evaluator rebuilds trained models through :func:`rebuild_model`.
+Builders are functions or ``"module:function"`` strings imported on first use.
 
-* ``DATASET_LOADERS[name]``: ``load_split(name, split, data_dir=None, download=False, **options)`` returning
-  a data object (``len``, ``get_batch(index, train=, generator=)``, ``meta()``, ``protocol``; optional
-  ``batches(perm, batch_size)`` for length bucketing).
-* ``ARCHS[name]``: an :class:`ArchSpec` with ``build(config, data) -> nn.Module``,
-  ``rebuild(model_config) -> nn.Module`` (from ``model.config``, for evaluation), an optional ``evaluate``
-  sweep ``(model, data, betas, *, batch_size, iw_k, seed, max_examples, progress, **unused) -> dict``
-  (``None``: :func:`deep.evaluate.rd_sweep`) and the datasets it accepts.
+* ``build(config, data) -> MultiRateVAE``: the model a :class:`deep.train.TrainConfig` describes (``data``:
+  the training split, for families that size something from data, e.g. a vocabulary);
+* ``rebuild(model_config) -> MultiRateVAE``: the same architecture from ``model.config`` (evaluation);
+* ``datasets``: the registered datasets (:mod:`deep.data.registry`) it trains on;
+* ``recommended``: TrainConfig values the CLI applies to options the user left unset, a dict or a function
+  ``(dataset, model_options) -> dict``.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["ArchSpec", "ARCHS", "DATASET_LOADERS", "DEFAULT_ARCH", "RECOMMENDED", "UnknownArchError",
-           "resolve", "arch_spec", "dataset_loader", "valid_datasets", "check_dataset_arch",
-           "recommended_settings"]
+from deep.data.registry import dataset_names, dataset_spec, resolve
 
-_IMAGE_BINARY = ("mnist", "omniglot")
-_IMAGE_ALL = ("mnist", "omniglot", "cifar10", "svhn", "celeba64")
+__all__ = ["FamilySpec", "UnknownArchError", "register_family", "unregister_family", "family_spec",
+           "family_names", "check_dataset_arch", "default_family", "recommended_settings",
+           "build_model_from_config", "rebuild_model", "valid_datasets", "IMAGE_FAMILY_DEFAULT"]
 
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """How one architecture is built, rebuilt and evaluated (``module:function`` strings)."""
-
-    name: str
-    build: str | Callable[..., Any]
-    rebuild: str | Callable[..., Any]
-    evaluate: str | Callable[..., Any] | None
-    datasets: tuple[str, ...]
-    description: str
-
-
-ARCHS: dict[str, ArchSpec] = {
-    "conv": ArchSpec("conv", "deep.models.convnets:build_from_config", "deep.models.convnets:rebuild", None, _IMAGE_ALL,
-                     "pythae-benchmark convolutional encoder/decoder"),
-    "resnet": ArchSpec("resnet", "deep.models.convnets:build_from_config", "deep.models.convnets:rebuild", None, _IMAGE_ALL,
-                       "pythae-benchmark ResNet encoder/decoder"),
-    "nvae": ArchSpec("nvae", "deep.models.nvae.model:build", "deep.models.nvae.model:rebuild", "deep.models.nvae.model:sweep",
-                     _IMAGE_BINARY + ("celeba64",), "hierarchical NVAE (Vahdat & Kautz 2020)"),
-    "lstm": ArchSpec("lstm", "deep.models.text:build", "deep.models.text:rebuild", "deep.models.text:sweep", ("yahoo",),
-                     "autoregressive LSTM text VAE (He et al. 2019)"),
-    "mlp": ArchSpec("mlp", "deep.models.tcvae:build", "deep.models.tcvae:rebuild", "deep.models.tcvae:sweep", ("dsprites",),
-                    "MLP beta-TCVAE (Chen et al. 2018)"),
-}
-
-DATASET_LOADERS: dict[str, str | Callable[..., Any]] = {
-    **{name: "deep.data.images:load_split" for name in _IMAGE_ALL},
-    "dsprites": "deep.data.dsprites:load_split",
-    "yahoo": "deep.models.text:load_split",
-}
-
-#: The architecture each dataset trains with when none is given.
-DEFAULT_ARCH = {"dsprites": "mlp", "yahoo": "lstm"}
-
-#: Recommended TrainConfig values per dataset or architecture (the paper's App. C settings that differ
-#: from the image defaults); the CLI applies them to every option the user did not set.
-RECOMMENDED: dict[str, dict[str, Any]] = {
-    # App. C.2.1: Adam, batch 2048, beta range [0.1, 10], beta on the total correlation only
-    "dsprites": {"objective": "tcvae", "batch_size": 2048, "beta_a": 0.1, "beta_b": 10.0},
-    # He et al. 2019 / paper: batch 32, gradient norm clipped at 5, LR halved on a validation plateau
-    "yahoo": {"batch_size": 32, "grad_clip": 5.0, "lr_schedule": "plateau"},
-}
-
-
-def recommended_settings(dataset: str, arch: str, model_options: dict | None = None) -> dict[str, Any]:
-    """Recommended TrainConfig values for ``dataset`` trained with ``arch`` (dataset entries first, then
-    the architecture's; an architecture module may add ``recommended_settings(dataset, model_options)``)."""
-    out = dict(RECOMMENDED.get(dataset, {}))
-    out.update(RECOMMENDED.get(arch, {}))
-    spec = ARCHS.get(arch)
-    if spec is not None and isinstance(spec.build, str):
-        module_name = spec.build.partition(":")[0]
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            module = None
-        hook = getattr(module, "recommended_settings", None)
-        if hook is not None:
-            out.update(hook(dataset, dict(model_options or {})))
-    return out
+#: The family an image dataset trains with when none is given.
+IMAGE_FAMILY_DEFAULT = "resnet"
 
 
 class UnknownArchError(ValueError):
     """An architecture or dataset/architecture pair this code does not have (lists the valid ones)."""
 
 
-def resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
-    """Import ``"package.module:function"`` and return the function (a callable is returned as is, so
-    users and tests can register functions directly).
+@dataclass(frozen=True)
+class FamilySpec:
+    """How one architecture is built and rebuilt, and the datasets it accepts."""
 
-    A missing module raises :class:`UnknownArchError` naming it, so an optional family that is not
-    installed fails with a readable message.
-    """
-    if callable(target):
-        return target
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise UnknownArchError(f"{target} is not available: module {module_name} is missing") from None
-        raise
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise UnknownArchError(f"{module_name} has no {attr!r} (needed as {target})") from None
+    name: str
+    build: str | Callable[..., Any]
+    rebuild: str | Callable[..., Any]
+    datasets: tuple[str, ...]
+    description: str = ""
+    recommended: dict | str | Callable[..., dict] | None = None
 
 
-def arch_spec(arch: str) -> ArchSpec:
-    """The :class:`ArchSpec` of ``arch``; unknown names list the valid ones."""
+_FAMILIES: dict[str, FamilySpec] = {}
+
+
+def register_family(name: str, *, build: str | Callable[..., Any], rebuild: str | Callable[..., Any],
+                    datasets: tuple[str, ...] | list[str], description: str = "",
+                    recommended: dict | str | Callable[..., dict] | None = None,
+                    replace: bool = False) -> FamilySpec:
+    """Register architecture ``name`` (see the module docstring); returns its spec.
+
+    ``replace=False`` refuses to overwrite a registered name (pass ``replace=True`` on purpose)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"family name must be a non-empty string, got {name!r}")
+    if name in _FAMILIES and not replace:
+        raise ValueError(f"family {name!r} is already registered (pass replace=True to replace it)")
+    spec = FamilySpec(name, build, rebuild, tuple(datasets), description, recommended)
+    _FAMILIES[name] = spec
+    return spec
+
+
+def unregister_family(name: str) -> None:
+    """Remove a registered family (tests, plugins)."""
+    _FAMILIES.pop(name, None)
+
+
+def family_names() -> list[str]:
+    """Every registered architecture, in registration order."""
+    return list(_FAMILIES)
+
+
+def family_spec(arch: str) -> FamilySpec:
+    """The :class:`FamilySpec` of ``arch``; unknown names list the valid ones."""
     try:
-        return ARCHS[arch]
+        return _FAMILIES[arch]
     except KeyError:
-        raise UnknownArchError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}") from None
+        raise UnknownArchError(f"unknown architecture {arch!r}; choose one of: {', '.join(_FAMILIES)}") from None
 
 
 def valid_datasets() -> list[str]:
-    """Every dataset some architecture can train on."""
-    return list(DATASET_LOADERS)
+    """Every registered dataset some architecture can train on."""
+    return [d for d in dataset_names() if any(d in f.datasets for f in _FAMILIES.values())]
 
 
-def dataset_loader(name: str) -> Callable[..., Any]:
-    """The ``load_split`` function of dataset ``name``."""
-    if name not in DATASET_LOADERS:
-        from deep.data.images import UnknownDatasetError
-
-        raise UnknownDatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_LOADERS)}")
-    return resolve(DATASET_LOADERS[name])
+def default_family(dataset: str) -> str:
+    """The architecture ``dataset`` trains with when none is given."""
+    return dataset_spec(dataset).default_family or IMAGE_FAMILY_DEFAULT
 
 
 def check_dataset_arch(dataset: str, arch: str) -> None:
-    """Raise a clear error when ``arch`` cannot train on ``dataset``."""
-    if dataset not in DATASET_LOADERS:
-        from deep.data.images import UnknownDatasetError
-
-        raise UnknownDatasetError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASET_LOADERS)}")
-    spec = arch_spec(arch)
+    """Raise a clear error when ``dataset`` is unknown or ``arch`` cannot train on it."""
+    dataset_spec(dataset)  # UnknownDatasetError lists the registered ones
+    spec = family_spec(arch)
     if dataset not in spec.datasets:
-        fits = [a for a, s in ARCHS.items() if dataset in s.datasets]
+        fits = [a for a, s in _FAMILIES.items() if dataset in s.datasets]
         raise UnknownArchError(f"architecture {arch!r} does not train on {dataset!r}; for {dataset} choose "
                                f"--arch {' or '.join(fits)}")
+
+
+def recommended_settings(dataset: str, arch: str, model_options: dict | None = None) -> dict[str, Any]:
+    """Recommended TrainConfig values for ``dataset`` trained with ``arch``: the dataset's, then the family's
+    (its dict, or its function of ``(dataset, model_options)``)."""
+    out = dict(dataset_spec(dataset).recommended) if dataset in dataset_names() else {}
+    rec = family_spec(arch).recommended if arch in _FAMILIES else None
+    if isinstance(rec, dict):
+        out.update(rec)
+    elif rec is not None:
+        out.update(resolve(rec, UnknownArchError)(dataset, dict(model_options or {})))
+    return out
+
+
+def build_model_from_config(config: Any, data: Any = None) -> Any:
+    """The model ``config`` (a :class:`deep.train.TrainConfig`) describes, built by its family; ``data`` (the
+    training split) gives families what they size from data (vocabulary, N)."""
+    check_dataset_arch(config.dataset, config.arch)
+    return resolve(family_spec(config.arch).build, UnknownArchError)(config, data)
+
+
+def rebuild_model(arch: str, model_config: dict) -> Any:
+    """The architecture ``model_config`` (a trained model's ``config``) describes, rebuilt by family ``arch``."""
+    return resolve(family_spec(arch).rebuild, UnknownArchError)(dict(model_config))
+
+
+# -- the families of the paper ------------------------------------------------------------------------
+_IMAGES = ("mnist", "omniglot", "cifar10", "svhn", "celeba64")
+register_family("conv", build="deep.models.convnets:build_from_config", rebuild="deep.models.convnets:rebuild",
+                datasets=_IMAGES, description="pythae-benchmark convolutional encoder/decoder",
+                recommended="deep.models.convnets:recommended_settings")
+register_family("resnet", build="deep.models.convnets:build_from_config", rebuild="deep.models.convnets:rebuild",
+                datasets=_IMAGES, description="pythae-benchmark ResNet encoder/decoder",
+                recommended="deep.models.convnets:recommended_settings")
+register_family("nvae", build="deep.models.nvae.model:build", rebuild="deep.models.nvae.model:rebuild",
+                datasets=("mnist", "omniglot", "celeba64"), description="hierarchical NVAE (Vahdat & Kautz 2020)",
+                recommended="deep.models.nvae.model:recommended_settings")
+register_family("lstm", build="deep.models.text:build", rebuild="deep.models.text:rebuild", datasets=("yahoo",),
+                description="autoregressive LSTM text VAE (He et al. 2019)")
+register_family("mlp", build="deep.models.tcvae:build", rebuild="deep.models.tcvae:rebuild", datasets=("dsprites",),
+                description="MLP beta-TCVAE (Chen et al. 2018)")

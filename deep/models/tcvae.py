@@ -44,28 +44,27 @@ too).  Heads and the output layer are ungated.  Default beta range [0.1, 10].
 With one beta per EXAMPLE (the trainer's default sampling) the posteriors of a minibatch come
 from encoders at different betas, so the aggregate posterior mixes betas; with one beta per
 batch (``beta_sampling="batch"``, the paper's Algorithm 1) the estimates are those of the
-beta-TCVAE at that beta.  :func:`sweep` always evaluates one beta at a time.
+beta-TCVAE at that beta.  Evaluation (:func:`deep.evaluate.rd_sweep`) runs one beta at a time.
 """
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch, GatedModel
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch
 
-from .convnets import DecoderOutput, EncoderOutput
-from .objectives import LOG_2PI, NotALikelihoodError, gaussian_kl, get_distortion
+from .base import DecoderOutput, EncoderOutput, GaussianLatentVAE
+from .objectives import LOG_2PI, get_distortion
 
 __all__ = [
     "ESTIMATORS", "OBJECTIVES", "DEFAULT_BETA_RANGE", "TCDecomposition", "TCVAEOutput",
     "gaussian_log_density", "mws_log_weights", "mss_log_weights", "tc_decomposition",
-    "MLPEncoder", "MLPDecoder", "TCVAE", "build_model", "build", "rebuild", "sweep",
+    "MLPEncoder", "MLPDecoder", "TCVAE", "build_model", "build", "rebuild",
 ]
 
 ESTIMATORS: dict[str, str] = {
@@ -232,13 +231,23 @@ class MLPDecoder(nn.Module):
         return DecoderOutput(self.out(h).reshape(z.shape[0], *self.out_shape))
 
 
-class TCVAE(GatedModel, nn.Module):
+class TCVAE(GaussianLatentVAE):
     """beta-TCVAE (``mr=False``) or MR-beta-TCVAE (``mr=True``) with the MLPs of Chen et al.
 
     ``model(x, beta)`` -> :class:`TCVAEOutput`; ``beta`` a float or ``(B,)`` tensor (ignored by a
     plain beta-TCVAE, where the trainer's weight carries it).  Build with :func:`build_model`;
     ``build_model(**model.config)`` rebuilds it.
+
+    Evaluation options (``--eval-option``): ``tc_batch_size`` (default 1,000: the TC estimators need large
+    batches, so evaluation batches hold at least that many examples) and ``report_estimator`` (``mws`` /
+    ``mss``; default the model's). The evaluation's MI, TC and dim-KL use N = the evaluated split's size.
     """
+
+    objectives: ClassVar[tuple[str, ...]] = ("elbo", "tcvae")
+    #: the TC estimate mixes the examples of a batch: never several betas in one pass
+    beta_batching: ClassVar[bool] = False
+    #: I(x; z) is quadratic in the examples: 5,000 by default
+    evaluation_defaults: ClassVar[dict] = {"mi_examples": 5000}
 
     def __init__(self, *, mr: bool, latent_dim: int, hidden: int, beta_range: BetaRange,
                  estimator: str, dataset_size: int, objective: str, enc_gate: str, dec_gate: str,
@@ -264,6 +273,7 @@ class TCVAE(GatedModel, nn.Module):
                                   gate_kind=enc_gate if mr else None, hyper_hidden=hyper_hidden)
         self.decoder = MLPDecoder(self.latent_dim, hidden, self.data_shape, gate_kind=dec_gate if mr else None,
                                   hyper_hidden=hyper_hidden, gate_first=gate_first_decoder)
+        self._eval_options = {"tc_batch_size": 1000, "report_estimator": None}
 
     # -- configuration ----------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -276,14 +286,8 @@ class TCVAE(GatedModel, nn.Module):
                            + ("; and on fc1" if self._config["gate_first_decoder"] else ""))
                 if self.is_mr else "none"}
 
-    # -- beta handling ----------------------------------------------------------------------------------
-    def _beta_vector(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
-        return beta_batch(beta, batch, like)
-
-    def hyper_input(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor | None:
-        """Standardised hyper-input ``u`` ``(B,)`` (MR only; ``None`` for a plain beta-TCVAE)."""
-        beta = self._beta_vector(beta, batch, like)
-        return self.beta_range.standardize(beta) if self.is_mr else None
+    def conventions(self) -> dict[str, str]:
+        return {**super().conventions(), "objective": OBJECTIVES[self.objective_name]}
 
     def _check_x(self, x: torch.Tensor) -> None:
         if tuple(x.shape[1:]) != self.data_shape:
@@ -300,19 +304,12 @@ class TCVAE(GatedModel, nn.Module):
         """Bernoulli logits ``(B, 1, 64, 64)`` of ``p(x|z)`` for ``z`` ``(B, K)``."""
         return self.decoder(z, self.hyper_input(beta, z.shape[0], z))
 
-    def forward(self, x: torch.Tensor, beta: torch.Tensor | float, *,
+    def forward(self, x: torch.Tensor, beta: torch.Tensor | float, *, noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> TCVAEOutput:
-        """One reparameterised sample per example and the decomposition over the batch."""
-        self._check_x(x)
-        u = self.hyper_input(beta, x.shape[0], x)
-        mu, log_var = self.encoder(x, u)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        z = mu + torch.exp(0.5 * log_var) * eps
-        logits = self.decoder(z, u).logits
-        dec = tc_decomposition(z, mu, log_var, self.dataset_size, self.estimator) if x.shape[0] > 1 \
-            else _single_example_terms(z, mu, log_var)
-        return TCVAEOutput(mu, log_var, z, logits, gaussian_kl(mu, log_var), self.distortion(logits, x),
-                           dec.mi, dec.tc, dec.dim_kl, dec.log_qz_x - dec.log_pz)
+        """One reparameterised sample per example and the decomposition over the batch (N = the model's
+        ``dataset_size``)."""
+        out = super().forward(x, beta, noise=noise, generator=generator)
+        return _with_terms(out, self.dataset_size, self.estimator)
 
     def objective(self, out: TCVAEOutput, weight: torch.Tensor | float) -> torch.Tensor:
         """Per-example loss ``(B,)``: ``distortion + mi + weight * tc + dim_kl`` (``"tcvae"``) or
@@ -321,7 +318,7 @@ class TCVAE(GatedModel, nn.Module):
             return out.distortion + weight * out.rate
         return out.distortion + out.mi + weight * out.tc + out.dim_kl
 
-    def extra_metrics(self, out: TCVAEOutput) -> dict[str, torch.Tensor]:
+    def train_metrics(self, out: TCVAEOutput) -> dict[str, torch.Tensor]:
         """Per-example ``mi``, ``tc``, ``dim_kl`` (nats) for the epoch logs."""
         return {"mi": out.mi, "tc": out.tc, "dim_kl": out.dim_kl}
 
@@ -329,13 +326,51 @@ class TCVAE(GatedModel, nn.Module):
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, TCVAEOutput]:
         """Mean objective at ``beta`` and the forward output."""
         out = self(x, beta, generator=generator)
-        return self.objective(out, self._beta_vector(beta, x.shape[0], out.rate)).mean(), out
+        return self.objective(out, beta_batch(beta, x.shape[0], out.rate)).mean(), out
 
-    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
-        """``log p(x|z)`` ``(B,)`` nats (Bernoulli)."""
-        if not self.distortion.is_nll:   # pragma: no cover - always bernoulli
-            raise NotALikelihoodError("the distortion is not a likelihood")
-        return self.distortion.log_likelihood(self.decode(z, beta).logits, x)
+    # -- evaluation hooks ---------------------------------------------------------------------------------
+    def set_evaluation_options(self, *, tc_batch_size: int | None = 1000, report_estimator: str | None = None,
+                               **unknown: Any) -> None:
+        if unknown:
+            super().set_evaluation_options(**unknown)
+        if report_estimator is not None and report_estimator not in ESTIMATORS:
+            raise ValueError(f"unknown report_estimator {report_estimator!r}; choose one of {sorted(ESTIMATORS)}")
+        self._eval_options = {"tc_batch_size": tc_batch_size, "report_estimator": report_estimator}
+
+    def evaluation_batch_size(self, requested: int) -> int:
+        tc = self._eval_options.get("tc_batch_size")
+        return max(int(requested), int(tc)) if tc else int(requested)
+
+    def eval_terms(self, out: TCVAEOutput, x: torch.Tensor, beta: torch.Tensor, *,
+                   dataset_size: int) -> dict[str, torch.Tensor]:
+        """MI, TC, dim-KL and the one-sample KL with N = the evaluated split's size (estimator: the
+        ``report_estimator`` option, else the model's), and the objective at ``beta`` from them."""
+        est = self._eval_options.get("report_estimator") or self.estimator
+        terms = _with_terms(out, max(int(dataset_size), out.z.shape[0]), est)
+        weight = beta_batch(beta, out.rate.shape[0], out.rate)
+        return {"loss": self.objective(terms, weight), "mi": terms.mi, "tc": terms.tc, "dim_kl": terms.dim_kl,
+                "kl_sample": terms.kl_sample}
+
+    def summarize(self, result: dict, data: Any) -> dict:
+        est = self._eval_options.get("report_estimator") or self.estimator
+        n_data = len(data)
+        return {"estimators": {
+            "loss": f"the training objective at beta: {OBJECTIVES[self.objective_name]}",
+            "mi": f"index-code MI E[log q(z|x) - log q(z)], {ESTIMATORS[est]}, minibatches of "
+                  f"{result.get('batch_size')} in a random order, N = {n_data}",
+            "tc": "total correlation E[log q(z) - sum_j log q(z_j)], same estimator",
+            "dim_kl": "dimension-wise KL E[sum_j log q(z_j) - log p(z)], same estimator",
+            "kl_sample": "one-sample KL estimate log q(z|x) - log p(z) = mi + tc + dim_kl",
+        }}
+
+
+def _with_terms(out: Any, dataset_size: int, estimator: str) -> TCVAEOutput:
+    """``out`` (a forward output with ``mu``, ``log_var``, ``z``) with the decomposition over its batch."""
+    z, mu, log_var = out.z, out.mu, out.log_var
+    dec = tc_decomposition(z, mu, log_var, int(dataset_size), estimator) if z.shape[0] > 1 \
+        else _single_example_terms(z, mu, log_var)
+    return TCVAEOutput(out.mu, out.log_var, out.z, out.logits, out.rate, out.distortion,
+                       dec.mi, dec.tc, dec.dim_kl, dec.log_qz_x - dec.log_pz)
 
 
 def _single_example_terms(z: torch.Tensor, mu: torch.Tensor, log_var: torch.Tensor) -> TCDecomposition:
@@ -424,202 +459,3 @@ def build(config: Any, data: Any) -> TCVAE:
 def rebuild(model_config: dict) -> TCVAE:
     """Family hook: the architecture ``model.config`` describes (weights not loaded)."""
     return build_model(**dict(model_config))
-
-
-# ====================================================================================================
-# evaluation
-# ====================================================================================================
-def _batch_generator(seed: int, batch_no: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + batch_no * 7919 + 17)
-
-
-@torch.no_grad()
-def _encode_rows(model: TCVAE, data: Any, rows: torch.Tensor, beta: float, batch_size: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    device = next(model.parameters()).device
-    mus, lvs = [], []
-    for s in range(0, rows.numel(), batch_size):
-        x = data.get_batch(rows[s:s + batch_size], train=False).to(device)
-        mu, lv = model.encode(x, torch.full((x.shape[0],), beta, device=device))
-        mus.append(mu.float().cpu())
-        lvs.append(lv.float().cpu())
-    return torch.cat(mus), torch.cat(lvs)
-
-
-@torch.no_grad()
-def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, batch_size: int = 1000,
-          iw_k: int = 0, seed: int = 0, max_examples: int | None = None, progress: bool = False,
-          mig: bool = True, mig_grid: str = "auto", mig_samples: int = 10_000, mig_bins: int = 20,
-          mi_examples: int | None = 5000, report_estimator: str | None = None,
-          tc_batch_size: int | None = 1000, n_images: int = 0, **unused: Any) -> dict:
-    """Rate, distortion, the TC decomposition and MIG of ``model`` at each beta on ``data``.
-
-    Per beta (nats per example, mean over the evaluated examples): ``rate`` (closed-form KL),
-    ``distortion`` (one sample, the same noise for every beta), ``neg_elbo``, ``loss`` (the
-    model's objective at that beta), ``mi``, ``tc``, ``dim_kl`` (``report_estimator``, default the
-    model's, on random minibatches of ``max(batch_size, tc_batch_size)`` examples -- the
-    estimators need large batches -- with N = ``len(data)``), ``kl_sample``, ``iw_nll`` (``iw_k > 0``),
-    ``active_units``, ``mutual_information`` (on ``mi_examples`` examples; ``None``: 5,000, the
-    estimator is quadratic in it), and ``mig_sampling`` / ``mig_discrete``
-    (:mod:`deep.evaluate.disentangle`) on the factor grid that ``data.factor_grid(mig_grid)`` gives (``None``
-    with a reason when the set is not a grid).  ``n_images > 0`` adds ``images`` (inputs,
-    reconstructions from the posterior mean and prior samples with the same z at every beta) in
-    the layout of :func:`deep.evaluate.rd_sweep`.
-
-    The evaluated examples are a seed-``seed`` random permutation of the set (all of it, or the
-    first ``max_examples`` of the permutation): dSprites files are ordered by factor, so the
-    first N rows would all be squares, and the TC estimators need uniformly drawn minibatches.
-    """
-    from deep.evaluate import disentangle as D
-    from deep.evaluate import metrics as M
-
-    device = next(model.parameters()).device
-    betas_t = M.evaluation_betas(betas)
-    n_all = len(data)
-    n = n_all if max_examples is None else max(2, min(n_all, int(max_examples)))
-    perm = torch.randperm(n_all, generator=torch.Generator().manual_seed(seed))[:n]
-    n_dataset = n_all
-    est = report_estimator or model.estimator
-    if tc_batch_size:
-        batch_size = max(int(batch_size), int(tc_batch_size))
-    if est not in ESTIMATORS:
-        raise ValueError(f"unknown report_estimator {est!r}; choose one of {sorted(ESTIMATORS)}")
-    n_store = min(n, 5000 if mi_examples is None else int(mi_examples))
-    grid = None
-    grid_note = None
-    if mig:
-        get_grid = getattr(data, "factor_grid", None)
-        grid = get_grid(mig_grid) if callable(get_grid) else None
-        if grid is None:
-            grid_note = (f"MIG not computed: {getattr(data, 'grid', 'this data set')} is not a complete "
-                         f"factor grid (use source=subgrid, full or generated)")
-    keys = ("rate", "distortion", "loss", "mi", "tc", "dim_kl", "kl_sample", "iw_nll")
-    out: dict[str, Any] = {k: [] for k in keys}
-    out.update({"active_units": [], "mutual_information": [], "mig_sampling": [], "mig_discrete": [],
-                "mig_sampling_per_factor": [], "mig_discrete_per_factor": [], "mig_top_latents": []})
-    n_images = max(0, min(int(n_images or 0), n))
-    img_x = data.get_batch(perm[:n_images], train=False).to(device) if n_images else None
-    prior_z = (torch.randn((n_images, model.latent_dim), generator=_batch_generator(seed, 7)).to(device)
-               if n_images else None)
-    recon_images: list = []
-    prior_images: list = []
-    was_training = model.training
-    model.eval()
-    t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=betas_t.numel(), desc="tcvae sweep", leave=False)
-    try:
-        for beta in betas_t.tolist():
-            sums = torch.zeros(len(keys), dtype=torch.float64)
-            mus, lvs, zs = [], [], []
-            for bi, s in enumerate(range(0, n, batch_size)):
-                idx = perm[s:s + batch_size]
-                x = data.get_batch(idx, train=False).to(device)
-                bvec = torch.full((x.shape[0],), beta, device=device)
-                o = _forward_seeded(model, x, bvec, seed, bi, n_dataset, est)
-                loss = model.objective(o, bvec)
-                iw = torch.zeros(()) if not iw_k else M.iw_nll(
-                    x, lambda xx: model.encode(xx, bvec), lambda xr, zz: model.log_likelihood(
-                        xr, zz, torch.full((xr.shape[0],), beta, device=device)),
-                    k=int(iw_k), chunk=max(1, min(int(iw_k), 4096 // max(1, x.shape[0]))),
-                    generator=_batch_generator(seed, bi + 1_000_000)).sum()
-                sums += torch.stack([o.rate.double().sum().cpu(), o.distortion.double().sum().cpu(),
-                                     loss.double().sum().cpu(), o.mi.double().sum().cpu(),
-                                     o.tc.double().sum().cpu(), o.dim_kl.double().sum().cpu(),
-                                     o.kl_sample.double().sum().cpu(), torch.as_tensor(iw).double().cpu()])
-                if s < n_store:
-                    m = min(n_store, s + x.shape[0]) - s
-                    mus.append(o.mu[:m].float().cpu())
-                    lvs.append(o.log_var[:m].float().cpu())
-                    zs.append(o.z[:m].float().cpu())
-            for k, v in zip(keys, (sums / n).tolist()):
-                out[k].append(v)
-            mu_s, lv_s, z_s = torch.cat(mus), torch.cat(lvs), torch.cat(zs)
-            out["active_units"].append(M.active_units(mu_s).count)
-            out["mutual_information"].append(M.mutual_information(mu_s, lv_s, z_s))
-            if n_images:
-                bimg = torch.full((n_images,), beta, device=device)
-                recon_images.append(torch.sigmoid(model.decode(model.encode(img_x, bimg).mu, bimg).logits).cpu())
-                prior_images.append(torch.sigmoid(model.decode(prior_z, bimg).logits).cpu())
-            if grid is not None:
-                rows, classes, sizes, desc = grid
-                g_mu, g_lv = _encode_rows(model, data, rows, beta, batch_size)
-                names = list(getattr(data, "factor_names", ()))
-                ms = D.mig_sampling(g_mu, g_lv, classes, sizes, n_samples=mig_samples,
-                                    generator=torch.Generator().manual_seed(seed + 1), grid=desc,
-                                    factor_names=names)
-                md = D.mig_discrete(g_mu, classes, sizes, n_bins=mig_bins, grid=desc, factor_names=names)
-                out["mig_sampling"].append(ms.mig)
-                out["mig_discrete"].append(md.mig)
-                out["mig_sampling_per_factor"].append(ms.gaps)
-                out["mig_discrete_per_factor"].append(md.gaps)
-                out["mig_top_latents"].append(ms.top_latents)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
-    beta_list = betas_t.tolist()
-    if not iw_k:
-        out["iw_nll"] = None
-    if grid is None:
-        for k in ("mig_sampling", "mig_discrete", "mig_sampling_per_factor", "mig_discrete_per_factor",
-                  "mig_top_latents"):
-            out[k] = None
-    out.update({
-        "beta": beta_list,
-        "log_beta": [math.log(b) for b in beta_list],
-        "neg_elbo": [r + d for r, d in zip(out["rate"], out["distortion"])],
-        "latent_dim": model.latent_dim,
-        "n_examples": n,
-        "iw_k": int(iw_k),
-        "batch_size": int(batch_size),
-        "mig_grid": grid[3] if grid is not None else None,
-        "mig_note": grid_note,
-        "factor_names": tuple(getattr(data, "factor_names", ())),
-        "time_s": time.perf_counter() - t0,
-        "estimators": {
-            "units": "nats per example (sum over latents / pixels, mean over the evaluated examples)",
-            "rate": "closed-form KL(q(z|x) || N(0, I))",
-            "distortion": "Bernoulli NLL, one sample z ~ q(z|x) per example, the same noise for every beta",
-            "neg_elbo": "rate + distortion",
-            "loss": f"the training objective at beta: {OBJECTIVES[model.objective_name]}",
-            "mi": f"index-code MI E[log q(z|x) - log q(z)], {ESTIMATORS[est]}, random minibatches of "
-                  f"{batch_size}, N = {n_dataset}",
-            "tc": "total correlation E[log q(z) - sum_j log q(z_j)], same estimator",
-            "dim_kl": "dimension-wise KL E[sum_j log q(z_j) - log p(z)], same estimator",
-            "kl_sample": "one-sample KL estimate log q(z|x) - log p(z) = mi + tc + dim_kl",
-            "iw_nll": (f"importance-weighted NLL, k={iw_k}" if iw_k else "disabled (iw_k=0)"),
-            "active_units": "Var over examples of E_q[z_u] >= 0.01",
-            "mutual_information": f"I(x;z) against the aggregate posterior of {n_store} examples "
-                                  "(deep.evaluate.metrics.mutual_information)",
-            "mig_sampling": (f"MIG, Chen et al. 2018 sampling estimator: H(z_j) and H(z_j|v_k) from "
-                             f"{mig_samples} samples of q(z|x) over the grid, MI normalised by H(v_k) = "
-                             f"log |v_k|; grid: {grid[3]}" if grid is not None else grid_note),
-            "mig_discrete": (f"MIG, discretised posterior means ({mig_bins} equal-width bins per latent), "
-                             f"discrete MI with the factors normalised by H(v_k); grid: {grid[3]}"
-                             if grid is not None else grid_note),
-        },
-        "protocol": data.meta() if hasattr(data, "meta") else None,
-    })
-    if n_images:
-        out["images"] = {"inputs": img_x.cpu(), "recon": recon_images, "prior": prior_images}
-    return out
-
-
-def _forward_seeded(model: TCVAE, x: torch.Tensor, beta: torch.Tensor, seed: int, bi: int,
-                    dataset_size: int, estimator: str) -> TCVAEOutput:
-    """Forward pass with noise drawn on the CPU from a (seed, batch)-seeded generator (the same
-    noise for every beta and device) and the decomposition with N = ``dataset_size``."""
-    u = model.hyper_input(beta, x.shape[0], x)
-    mu, log_var = model.encoder(x, u)
-    eps = torch.randn(mu.shape, generator=_batch_generator(seed, bi)).to(mu.device, mu.dtype)
-    z = mu + torch.exp(0.5 * log_var) * eps
-    logits = model.decoder(z, u).logits
-    dec = tc_decomposition(z, mu, log_var, max(int(dataset_size), x.shape[0]), estimator) \
-        if x.shape[0] > 1 else _single_example_terms(z, mu, log_var)
-    return TCVAEOutput(mu, log_var, z, logits, gaussian_kl(mu, log_var), model.distortion(logits, x),
-                       dec.mi, dec.tc, dec.dim_kl, dec.log_qz_x - dec.log_pz)

@@ -32,25 +32,25 @@ words and ``</s>``, nats per document.  Perplexity divides by the same token cou
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, GatedModel, as_beta_range, beta_batch
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, as_beta_range
 
-from deep.evaluate import metrics as M
-from .objectives import gaussian_kl
 from deep.data.text import (BOS_ID, EOS_ID, PAD_ID, TEXT_SPLITS, YAHOO_FILES, DataIntegrityError,
                         DatasetMissingError, TextBatch, TextOptionError, TextSplit, Vocabulary,
                         YahooDownloadError, load_split)
 
+from .base import MultiRateVAE, RATE_DEFINITION
+from .objectives import gaussian_kl, iw_nll
+
 __all__ = [
     "TextVAE", "TextEncoder", "TextDecoder", "TextEncoderOutput", "TextVAEOutput", "TextModelError",
-    "TextVocabMismatchError", "build_text_vae", "build", "rebuild", "sweep", "iw_nll_batch", "perplexity",
-    "MODEL_OPTIONS", "DEFAULTS", "AU_THRESHOLD", "DISTORTION_NAME",
+    "TextVocabMismatchError", "build_text_vae", "build", "rebuild", "iw_nll_batch", "perplexity",
+    "MODEL_OPTIONS", "DEFAULTS", "DISTORTION_NAME",
     # re-exported data API (deep.models.registry points "yahoo" at deep.models.text:load_split)
     "load_split", "TextSplit", "TextBatch", "Vocabulary", "TextOptionError", "YahooDownloadError",
     "DatasetMissingError", "DataIntegrityError", "TEXT_SPLITS", "YAHOO_FILES",
@@ -61,7 +61,6 @@ DISTORTION_TEXT = ("categorical negative log-likelihood of the document's tokens
                    "under the autoregressive decoder, summed over the document (nats per document)")
 TOKEN_CONVENTION = ("per-token figures divide by n_tokens = the words plus one </s> per document (the tokens "
                     "the decoder predicts); <s> and padding are not counted")
-AU_THRESHOLD = 0.01
 #: He et al. (2019) sizes: embedding 256, LSTM 256, latent 32, decoder dropout 0.5.
 DEFAULTS: dict[str, Any] = {"latent_dim": 32, "embed_dim": 256, "hidden_dim": 256, "dec_dropout_in": 0.5,
                             "dec_dropout_out": 0.5, "init": "uniform"}
@@ -69,7 +68,6 @@ DEFAULTS: dict[str, Any] = {"latent_dim": 32, "embed_dim": 256, "hidden_dim": 25
 MODEL_OPTIONS = ("embed_dim", "hidden_dim", "dec_dropout", "dec_dropout_in", "dec_dropout_out", "init",
                  "logit_chunk")
 INITS = ("uniform", "default")
-_NOISE_STRIDE = 1_000_003
 
 
 class TextModelError(ValueError):
@@ -186,18 +184,13 @@ def _as_batch(x: TextBatch | torch.Tensor) -> TextBatch:
                     f"{type(x).__name__}{tuple(x.shape) if torch.is_tensor(x) else ''}")
 
 
-class TextVAE(GatedModel, nn.Module):
+class TextVAE(MultiRateVAE):
     """LSTM beta-VAE (``mr=False``) or MR-VAE over documents; build it with :func:`build_text_vae`.
 
     ``model(x, beta) -> TextVAEOutput``; ``encode(x, beta) -> TextEncoderOutput``;
     ``log_likelihood(x, z, beta) -> (B,)``; ``x`` is a :class:`TextBatch` (or a ``(B, T)`` token tensor)
     and ``beta`` a float or ``(B,)`` tensor (ignored by a beta-VAE).
     """
-
-    distortion_name = DISTORTION_NAME
-    distortion_definition = DISTORTION_TEXT
-    objective_description = ("mean over documents of distortion + beta * rate (token NLL and KL, nats per "
-                             "document)")
 
     def __init__(self, vocab_size: int, *, mr: bool, latent_dim: int, embed_dim: int, hidden_dim: int,
                  dec_dropout_in: float, dec_dropout_out: float, beta_range: BetaRange, enc_gate: str,
@@ -250,11 +243,10 @@ class TextVAE(GatedModel, nn.Module):
                            f"{c['latent_dim']}->{2 * c['hidden_dim']}) -> dropout {c['dec_dropout_out']} "
                            f"-> Linear {c['hidden_dim']}->{c['vocab_size']}"]}
 
-    # -- beta handling ----------------------------------------------------------------------------------
-    def hyper_input(self, beta: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor | None:
-        """Standardised hyper-input ``u`` ``(B,)`` for an MR-VAE; ``None`` for a plain beta-VAE."""
-        beta = beta_batch(beta, batch, like)
-        return self.beta_range.standardize(beta) if self.is_mr else None
+    def conventions(self) -> dict[str, str]:
+        return {"rate": RATE_DEFINITION.replace("per example", "per document"), "distortion": DISTORTION_NAME,
+                "distortion_definition": DISTORTION_TEXT,
+                "objective": "mean over documents of distortion + beta * rate (token NLL and KL, nats per document)"}
 
     def _reference(self) -> torch.Tensor:
         return self.decoder.state.weight
@@ -294,14 +286,16 @@ class TextVAE(GatedModel, nn.Module):
         b = _as_batch(x)
         return self._log_likelihood(b, z, self.hyper_input(beta, len(b), self._reference()))
 
-    def forward(self, x: TextBatch | torch.Tensor, beta: torch.Tensor | float, *,
+    def forward(self, x: TextBatch | torch.Tensor, beta: torch.Tensor | float, *, noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> TextVAEOutput:
-        """One reparameterised sample per document; ``rate``, ``distortion`` ``(B,)`` in nats per document."""
+        """One reparameterised sample ``z = mu + sigma * noise`` per document (``noise`` ``(B, K)``, drawn from
+        ``generator`` when ``None``); ``rate``, ``distortion`` ``(B,)`` in nats per document."""
         b = _as_batch(x)
         u = self.hyper_input(beta, len(b), self._reference())
         mu, log_var = self.encoder(b.tokens, b.lengths, u)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        z = mu + torch.exp(0.5 * log_var) * eps
+        if noise is None:
+            noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        z = mu + torch.exp(0.5 * log_var) * noise
         distortion = -self._log_likelihood(b, z, u)
         return TextVAEOutput(mu, log_var, z, gaussian_kl(mu, log_var), distortion, b.lengths - 1)
 
@@ -345,6 +339,48 @@ class TextVAE(GatedModel, nn.Module):
         p = self._reference()
         z = torch.randn((n, self.latent_dim), generator=generator, dtype=p.dtype, device=p.device)
         return self.generate(z, beta, max_length=max_length, greedy=greedy, generator=generator)
+
+    # -- evaluation hooks ---------------------------------------------------------------------------------
+    def check_data(self, data: Any) -> None:
+        check_vocab(self, data)
+
+    def set_evaluation_options(self, *, max_tokens: int | None = None, **unknown: Any) -> None:
+        """``max_tokens``: tokens decoded per importance-sampling chunk (default 16,384 on CPU, 262,144 on
+        CUDA)."""
+        if unknown:
+            super().set_evaluation_options(**unknown)
+        self._max_tokens = max_tokens
+
+    def iw_nll(self, x: TextBatch, beta: torch.Tensor, k: int, *, generator: torch.Generator | None = None,
+               max_rows: int = 0) -> torch.Tensor:
+        max_tokens = getattr(self, "_max_tokens", None)
+        if max_tokens is None:
+            max_tokens = 262_144 if self._reference().device.type == "cuda" else 16_384
+        return iw_nll_batch(self, x, beta, k, generator=generator, max_tokens=max_tokens)
+
+    def summarize(self, result: dict, data: Any) -> dict:
+        """Perplexities and per-token distortion over the evaluated documents (the first ``n_examples``)."""
+        n, n_iw = result["n_examples"], result["iw_examples"]
+        counts = (data.lengths[:n] - 1).to(torch.float64)
+        n_tokens = float(counts.sum())
+        iw_tokens = float(counts[:n_iw].sum()) if n_iw else 0.0
+        iw = result.get("iw_nll")
+        return {
+            "perplexity": [perplexity(v * n_iw, iw_tokens) for v in iw] if iw else None,
+            "perplexity_elbo": [perplexity(v * n, n_tokens) for v in result["neg_elbo"]],
+            "distortion_per_token": [d * n / n_tokens for d in result["distortion"]],
+            "n_tokens": int(n_tokens), "n_tokens_iw": int(iw_tokens), "tokens_per_document": n_tokens / n,
+            "data_protocol": getattr(data, "protocol", None), "token_convention": TOKEN_CONVENTION,
+            "estimators": {
+                "units": "nats per document (sum over tokens / latents, mean over documents)",
+                "distortion": "-log p(x|z) at one z = mu + sigma * eps per document (the same eps for every beta): "
+                              "token NLL summed over the words and </s>; nats per document",
+                "iw_nll": "importance-weighted NLL -log 1/k sum_i p(x, z_i) / q(z_i|x), k = iw_k (He et al. 2019: "
+                          "500), nats per document, mean over the first iw_examples documents",
+                "perplexity": "exp(sum of iw_nll over the IW documents / their n_tokens); " + TOKEN_CONVENTION,
+                "perplexity_elbo": "exp(sum of neg_elbo / n_tokens), an upper bound on perplexity; " + TOKEN_CONVENTION,
+                "distortion_per_token": "sum of distortion / n_tokens, nats per token",
+            }}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -457,13 +493,9 @@ def iw_nll_batch(model: TextVAE, batch: TextBatch, beta: float | torch.Tensor, k
     beta_t = torch.as_tensor(beta, dtype=torch.float32, device=batch.device).reshape(-1)[:1]
     rows = torch.arange(bsz, device=batch.device)
     chunk = max(1, min(k, max_tokens // max(1, bsz * width)))
-    return M.iw_nll(rows, lambda _: model.encode(batch, beta_t.expand(bsz)),
+    return iw_nll(rows, lambda _: model.encode(batch, beta_t.expand(bsz)),
                     lambda idx, z: model.log_likelihood(batch.select(idx), z, beta_t.expand(idx.shape[0])),
                     k=k, chunk=chunk, generator=generator)
-
-
-def _generator(seed: int, batch_no: int, salt: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * _NOISE_STRIDE + batch_no * 7919 + salt)
 
 
 def check_vocab(model: TextVAE, data: Any) -> None:
@@ -477,137 +509,3 @@ def check_vocab(model: TextVAE, data: Any) -> None:
             f"the data's vocabulary ({len(vocab)} ids, digest {vocab.digest[:12]}) is not the model's "
             f"({cfg['vocab_size']} ids, digest {str(cfg.get('vocab_digest'))[:12]}); load the data with the "
             "data options (vocab, train_split, max_vocab) used for training")
-
-
-@torch.no_grad()
-def sweep(model: TextVAE, data: TextSplit, betas: Sequence[float] | torch.Tensor, *, batch_size: int = 50,
-          iw_k: int = 0, seed: int = 0, max_examples: int | None = None, progress: bool = False,
-          iw_examples: int | None = None, mi_examples: int | None = None, max_tokens: int | None = None,
-          **unused: Any) -> dict:
-    """Rate, distortion, IW-NLL, perplexity, MI and AU of a text VAE at each beta on ``data``.
-
-    Documents are the first ``max_examples`` of the split (all by default), processed in length-sorted
-    batches of ``batch_size``.  Per beta (nats per document, mean over documents): ``rate`` (analytic KL),
-    ``distortion`` (one ``z = mu + sigma eps`` per document, the same ``eps`` for every beta), ``neg_elbo``,
-    ``loss = distortion + beta rate``; ``iw_nll`` with ``iw_k`` samples (0: skipped; He et al. use 500) on
-    the first ``iw_examples`` documents; ``perplexity = exp(sum iw_nll / n_tokens)`` over those documents
-    and ``perplexity_elbo = exp(sum neg_elbo / n_tokens)`` over all; ``mutual_information`` and
-    ``active_units`` from the posteriors of the first ``mi_examples`` documents (default all).
-    ``max_tokens`` caps the tokens decoded per IW chunk (default 16384 on CPU, 262144 on CUDA).
-    """
-    model_device = next(model.parameters()).device
-    check_vocab(model, data)
-    betas_t = M.evaluation_betas(betas)
-    if batch_size < 1 or iw_k < 0:
-        raise ValueError(f"batch_size must be >= 1 and iw_k >= 0; got {batch_size}, {iw_k}")
-    n_betas = betas_t.numel()
-    n = len(data) if max_examples is None else min(len(data), int(max_examples))
-    if n < 2:
-        raise ValueError("need at least 2 documents to evaluate")
-    n_store = n if mi_examples is None else max(2, min(n, int(mi_examples)))
-    n_iw = (n if iw_examples is None else max(1, min(n, int(iw_examples)))) if iw_k else 0
-    if max_tokens is None:
-        max_tokens = 262_144 if model_device.type == "cuda" else 16_384
-    latent = model.latent_dim
-    counts = (data.lengths[:n] - 1).to(torch.float64)
-    order = torch.argsort(data.lengths[:n], stable=True)
-    batches = list(order.split(batch_size))
-
-    rate_sum = torch.zeros(n_betas, dtype=torch.float64)
-    dist_sum = torch.zeros(n_betas, dtype=torch.float64)
-    iw_sum = torch.zeros(n_betas, dtype=torch.float64)
-    mu_all = torch.empty(n_betas, n_store, latent)
-    lv_all = torch.empty(n_betas, n_store, latent)
-    z_all = torch.empty(n_betas, n_store, latent)
-    betas_dev = betas_t.to(device=model_device, dtype=torch.float32)
-    was_training = model.training
-    model.eval()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(batches), desc="evaluate text", leave=False)
-    t0 = time.perf_counter()
-    try:
-        for bi, idx in enumerate(batches):
-            x = data.get_batch(idx).to(model_device)
-            bsz = len(idx)
-            eps = torch.randn((bsz, latent), generator=_generator(seed, bi)).to(model_device)
-            keep = idx < n_store
-            iw_rows = torch.nonzero(idx < n_iw).reshape(-1)
-            for j in range(n_betas):
-                beta = betas_dev[j].expand(bsz)
-                mu, log_var = model.encode(x, beta)
-                z = mu + torch.exp(0.5 * log_var) * eps
-                rate_sum[j] += gaussian_kl(mu, log_var).double().sum().cpu()
-                dist_sum[j] += (-model.log_likelihood(x, z, beta)).double().sum().cpu()
-                if bool(keep.any()):
-                    mu_all[j, idx[keep]] = mu[keep.to(model_device)].float().cpu()
-                    lv_all[j, idx[keep]] = log_var[keep.to(model_device)].float().cpu()
-                    z_all[j, idx[keep]] = z[keep.to(model_device)].float().cpu()
-                if iw_rows.numel():
-                    sub = x.select(iw_rows.to(model_device))
-                    g = _generator(seed, bi, salt=2 + j, device=model_device)
-                    iw_sum[j] += iw_nll_batch(model, sub, betas_dev[j], iw_k, generator=g,
-                                              max_tokens=max_tokens).sum().cpu()
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
-    elapsed = time.perf_counter() - t0
-
-    n_tokens = float(counts.sum())
-    iw_tokens = float(counts[:n_iw].sum()) if n_iw else 0.0
-    beta_list = betas_t.tolist()
-    rate = (rate_sum / n).tolist()
-    distortion = (dist_sum / n).tolist()
-    neg_elbo = [r + d for r, d in zip(rate, distortion)]
-    au, au_var, mi = [], [], []
-    for j in range(n_betas):
-        a = M.active_units(mu_all[j], threshold=AU_THRESHOLD)
-        au.append(a.count)
-        au_var.append(a.variances.tolist())
-        mi.append(M.mutual_information(mu_all[j], lv_all[j], z_all[j]))
-    iw_nll = (iw_sum / n_iw).tolist() if n_iw else None
-    return {
-        "beta": beta_list,
-        "log_beta": [math.log(b) for b in beta_list],
-        "rate": rate,
-        "distortion": distortion,
-        "neg_elbo": neg_elbo,
-        "loss": [d + b * r for b, r, d in zip(beta_list, rate, distortion)],
-        "iw_nll": iw_nll,
-        "iw_k": int(iw_k),
-        "iw_examples": n_iw,
-        "perplexity": [perplexity(v * n_iw, iw_tokens) for v in iw_nll] if iw_nll else None,
-        "perplexity_elbo": [perplexity(v * n, n_tokens) for v in neg_elbo],
-        "distortion_per_token": [d * n / n_tokens for d in distortion],
-        "active_units": au,
-        "active_unit_variances": au_var,
-        "mutual_information": mi,
-        "latent_dim": latent,
-        "n_examples": n,
-        "mi_examples": n_store,
-        "n_tokens": int(n_tokens),
-        "n_tokens_iw": int(iw_tokens),
-        "tokens_per_document": n_tokens / n,
-        "time_s": elapsed,
-        "data_protocol": getattr(data, "protocol", None),
-        "token_convention": TOKEN_CONVENTION,
-        "estimators": {
-            "rate": "analytic KL(q(z|x) || N(0, I)) summed over latent dims; nats per document, mean over documents",
-            "distortion": "-log p(x|z) at one z = mu + sigma * eps per document (the same eps for every beta): "
-                          "token NLL summed over the words and </s>; nats per document",
-            "neg_elbo": "rate + distortion (one-sample negative ELBO), nats per document",
-            "loss": "distortion + beta * rate, nats per document",
-            "iw_nll": "importance-weighted NLL -log 1/k sum_i p(x, z_i) / q(z_i|x), k = iw_k (He et al. 2019: "
-                      "500), nats per document, mean over the first iw_examples documents",
-            "perplexity": "exp(sum of iw_nll over the IW documents / their n_tokens); " + TOKEN_CONVENTION,
-            "perplexity_elbo": "exp(sum of neg_elbo / n_tokens), an upper bound on perplexity; " + TOKEN_CONVENTION,
-            "distortion_per_token": "sum of distortion / n_tokens, nats per token",
-            "mutual_information": "I(x; z) under the aggregate posterior of the evaluated documents "
-                                  "(deep.evaluate.metrics.mutual_information, He et al. 2019)",
-            "active_units": f"units with Var_x E_q[z_u] >= {AU_THRESHOLD} (Burda et al. 2016)",
-        },
-    }

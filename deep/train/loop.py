@@ -27,65 +27,42 @@ Typical use::
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from linvae.conditioning import BETA_SAMPLING, BetaRange, Gate, GatedModel
 
+from deep.data.registry import load_dataset
 from deep.models import registry as families
+from deep.models.base import RATE_DEFINITION, MultiRateVAE, batch_size_of
 
 from . import distributed as D
-from .config import (RUNTIME_FIELDS, VAL_BETAS, ConfigError, TrainConfig, config_diff, load_config,
+from .config import (VAL_BETAS, ConfigError, TrainConfig, config_diff, load_config,
                      resolve_device, run_dir_for)
 from .runtime import tune_cpu_allocator
 from .schedules import kl_factor, lr_factor
 from .runs import (
     CheckpointMismatchError, NonFiniteLossError, RunExistsError, RunPaths, append_jsonl,
-    code_version, jsonable, load_checkpoint, peak_memory_mb, read_json, read_jsonl, rng_state,
+    code_version, jsonable, load_checkpoint, peak_memory_mb, read_jsonl, rng_state,
     save_checkpoint, set_rng_state, write_json,
 )
 
 
-_DISTORTION_TEXT = {
-    "bernoulli": "Bernoulli negative log-likelihood summed over pixels (nats)",
-    "sse": "sum of squared errors over pixels in [0, 1] (the reference code's MSE sum; no 1/2, no constant)",
-    "half_sse": "1/2 sum of squared errors over pixels in [0, 1] (Gaussian NLL with sigma^2 = 1 minus its constant)",
-    "gaussian_nll": "Gaussian negative log-likelihood summed over pixels (nats)",
-}
+def load_data(config: TrainConfig, split: str = "train", data_dir: str | None = None) -> Any:
+    """Split ``split`` of the run's dataset through its registered loader (:mod:`deep.data.registry`)."""
+    return load_dataset(config.dataset, split, data_dir=data_dir or config.data_dir, download=config.download,
+                        **config.data_options)
 
 
-def build_model_from_config(config: TrainConfig, data: Any = None) -> nn.Module:
-    """The VAE that ``config`` describes, built by its architecture's family (:mod:`deep.models.registry`);
-    ``data`` (the training split) gives families what they size from data (vocabulary, N)."""
-    families.check_dataset_arch(config.dataset, config.arch)
-    return families.resolve(families.arch_spec(config.arch).build)(config, data)
-
-
-def load_data(config: TrainConfig, split: str = "train", data_dir: str | None = None):
-    """Split ``split`` of the run's dataset through its loader in :mod:`deep.models.registry`."""
-    load_split = families.dataset_loader(config.dataset)
-    return load_split(config.dataset, split, data_dir=data_dir or config.data_dir, download=config.download,
-                      **config.data_options)
-
-
-def load_train_data(config: TrainConfig):
+def load_train_data(config: TrainConfig) -> Any:
     """The training split of the run's dataset."""
     return load_data(config, "train")
-
-
-def batch_len(x: Any) -> int:
-    """Examples in a batch: a tensor's first dimension, or ``len()`` of a batch object."""
-    return int(x.shape[0]) if hasattr(x, "shape") else len(x)
 
 
 def epoch_batches(data: Any, perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -98,16 +75,6 @@ def epoch_batches(data: Any, perm: torch.Tensor, batch_size: int) -> list[torch.
             raise ConfigError(f"{type(data).__name__}.batches returned {len(out)} batches, expected {expected}")
         return out
     return [perm[s:s + batch_size] for s in range(0, perm.numel(), batch_size)]
-
-
-def per_example_loss(model: nn.Module, out: Any, weight: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` loss: ``model.objective(out, weight)`` when the family defines one (beta-TCVAE, NVAE's
-    spectral regulariser), else ``distortion + weight * rate`` in float32 (also under mixed precision);
-    ``weight = kl_factor * beta``."""
-    objective = getattr(model, "objective", None)
-    if objective is not None:
-        return objective(out, weight)
-    return out.distortion.float() + weight * out.rate.float()
 
 
 @torch.no_grad()
@@ -133,10 +100,10 @@ def validation_loss(model: nn.Module, data: Any, config: TrainConfig, device: to
                 continue
             torch.manual_seed(bno)
             x = data.get_batch(idx, train=False).to(device)
-            bsz = batch_len(x)
+            bsz = batch_size_of(x)
             for beta in betas:
                 b = torch.full((bsz,), beta, device=device)
-                total += float(per_example_loss(model, model(x, b), b).double().sum())
+                total += float(model.objective(model(x, b), b).double().sum())
             count += bsz
     finally:
         torch.set_rng_state(gen_state)
@@ -157,29 +124,21 @@ def train_index(n: int, max_examples: int | None) -> torch.Tensor:
     return torch.randperm(n, generator=g)[:max_examples].sort().values
 
 
-def _model_config(model: nn.Module) -> dict:
-    cfg = getattr(model, "config", None)
-    return jsonable(dict(cfg)) if cfg is not None else {"class": type(model).__name__}
+def _model_config(model: MultiRateVAE) -> dict:
+    return jsonable(dict(model.config))
 
 
-def _distortion_name(model: nn.Module, config: TrainConfig) -> str | None:
-    cfg = getattr(model, "config", None) or {}
-    return cfg.get("distortion") or getattr(model, "distortion_name", None) or config.distortion
-
-
-def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any = None,
+def conventions(config: TrainConfig, model: MultiRateVAE | None = None, data: Any = None,
                 world_size: int = 1) -> dict:
     """Units, objective, beta sampling, schedules, precision, batch split and data protocol, written into
-    every run (``world_size``: training processes)."""
-    dist = _distortion_name(model, config) if model is not None else config.distortion
+    every run (``world_size``: training processes); the family's ``conventions()`` give its rate,
+    distortion and objective."""
+    family = model.conventions() if model is not None else {}
     out: dict[str, Any] = {
-        "rate": "nats per example: analytic KL(q(z|x) || N(0, I)) summed over latent dims, "
-                "mean over examples",
-        "distortion": dist,
-        "distortion_definition": (getattr(model, "distortion_definition", None)
-                                  or _DISTORTION_TEXT.get(dist or "", "see deep.models.objectives")),
-        "objective": (getattr(model, "objective_description", None)
-                      or "mean over examples of distortion + beta * rate"),
+        "rate": family.get("rate", RATE_DEFINITION),
+        "distortion": family.get("distortion") or config.distortion,
+        "distortion_definition": family.get("distortion_definition", "see deep.models.objectives"),
+        "objective": family.get("objective", "mean over examples of distortion + beta * rate"),
         "objective_name": config.objective,
         "model": "MR-VAE" if config.mr else "beta-VAE",
         "lr_schedule": {
@@ -195,9 +154,6 @@ def conventions(config: TrainConfig, model: nn.Module | None = None, data: Any =
                      f"{config.batch_size / world_size:g} each; gradients averaged by DDP, weighted so the step "
                      "equals one on the whole global batch)" if world_size > 1 else "")),
     }
-    model_conventions = getattr(model, "conventions", None)
-    if callable(model_conventions):  # a family's own definitions (e.g. NVAE: rate = sum of group KLs)
-        out.update({k: v for k, v in model_conventions().items() if k in ("rate", "distortion_definition")})
     if world_size > 1 and config.mr:
         out["beta_sampling_processes"] = (
             "one beta per global batch shared by every process" if config.beta_sampling == "batch" else
@@ -249,21 +205,15 @@ def _count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Two parameter groups: base weights at ``lr`` and the gates' hyper-networks at
-    ``lr * hyper_lr_mult``.  With one shared rate the gates of an MR-VAE (one scalar pair per channel,
-    starting beta-independent) learn far slower than the weights they scale, and one epoch ends with a
-    nearly beta-independent model (measured on Omniglot, 150 steps: rate 6.2 / 5.3 / 4.8 nats at
+def _make_optimizer(config: TrainConfig, model: MultiRateVAE) -> torch.optim.Optimizer:
+    """The optimiser over ``model.parameter_groups(lr, hyper_lr_mult)``: base weights at ``lr`` and the gates'
+    hyper-networks at ``lr * hyper_lr_mult``.  With one shared rate the gates of an MR-VAE (one scalar pair
+    per channel, starting beta-independent) learn far slower than the weights they scale, and one epoch ends
+    with a nearly beta-independent model (measured on Omniglot, 150 steps: rate 6.2 / 5.3 / 4.8 nats at
     beta = 0.01 / 1 / 10 with x1 against 39.9 / 6.7 / 1.0 with x30).  The schedule scales both groups."""
     cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[config.optimizer]
-    hyper_ids = {id(p) for mod in model.modules() if isinstance(mod, Gate) or getattr(mod, "is_hyper", False)
-                 for p in mod.parameters()}
-    base = [p for p in model.parameters() if id(p) not in hyper_ids]
-    hyper = [p for p in model.parameters() if id(p) in hyper_ids]
-    groups = [{"params": base, "lr": config.lr}]
-    if hyper:
-        groups.append({"params": hyper, "lr": config.lr * config.hyper_lr_mult})
-    return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return cls(model.parameter_groups(config.lr, config.hyper_lr_mult), lr=config.lr,
+               weight_decay=config.weight_decay)
 
 
 def load_model_state(model: nn.Module, state: dict, source: str) -> None:
@@ -295,8 +245,8 @@ def _rank_batch(data: Any, idx: torch.Tensor, generator: torch.Generator,
     all-reduce with zero weight."""
     batch = data.get_batch(idx, train=True, generator=generator)
     if not ctx.distributed:
-        return batch, batch_len(batch), 1.0
-    bsz = batch_len(batch)
+        return batch, batch_size_of(batch), 1.0
+    bsz = batch_size_of(batch)
     start, stop = D.shard_bounds(bsz, ctx)
     if stop > start:
         return D.local_batch(batch, start, stop), bsz, 1.0
@@ -386,11 +336,17 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
 
     torch.manual_seed(config.seed)
     if model is None:
-        model = build_model_from_config(config, data)
+        model = families.build_model_from_config(config, data)
+    if not isinstance(model, MultiRateVAE):
+        raise ConfigError(f"{type(model).__name__} is not a deep.models.MultiRateVAE: the trainer runs models that "
+                          "follow that contract (see its docstring for how to write one)")
+    if config.objective not in type(model).objectives:
+        raise ConfigError(f"objective {config.objective!r} cannot be trained by the {config.arch} family "
+                          f"({type(model).__name__} trains: {', '.join(type(model).objectives)}); choose "
+                          f"--objective {' or '.join(type(model).objectives)} or another --arch")
     model = model.to(device)
-    if getattr(model, "is_mr", config.mr) != config.mr:
-        raise CheckpointMismatchError(
-            f"model is_mr={getattr(model, 'is_mr', None)} but config.mr={config.mr}")
+    if model.is_mr != config.mr:
+        raise CheckpointMismatchError(f"model is_mr={model.is_mr} but config.mr={config.mr}")
     optimizer = _make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(config, s, steps_per_epoch))
@@ -454,7 +410,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
             f"the processes found different checkpoints in {run_dir}: with several nodes, --out must be "
             "on a filesystem that every node sees")
     net = model                          # the unwrapped module: state dicts, hooks, validation
-    project_gates = isinstance(net, GatedModel) and any(g.direction for g in net.gates())
+    project_gates = any(g.direction for g in net.gates())
     model = D.wrap(net, ctx)             # DDP under several processes (broadcasts process 0's weights)
     D.barrier(ctx)
 
@@ -499,7 +455,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
         for b, idx in enumerate(batches):
             x, global_bsz, live = _rank_batch(data, idx, data_gen, ctx)
             x = x.to(device, non_blocking=True)
-            bsz = batch_len(x)
+            bsz = batch_size_of(x)
             factor = kl_factor(config, step, steps_per_epoch)
             if config.mr:
                 beta = beta_range.sample(bsz, per=config.beta_sampling, generator=rank_beta_gen).to(device)
@@ -509,7 +465,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
                 # one beta per batch goes in as one number, so the nets can fold their gates into the weights
                 out = model(x, beta[:1] if config.mr and config.beta_sampling == "batch" else beta)
             rate, distortion = out.rate.float(), out.distortion.float()
-            losses = per_example_loss(net, out, factor * beta).float()
+            losses = net.objective(out, factor * beta).float()
             if ctx.distributed:  # DDP averages over processes: weight so the step is the global-batch mean
                 loss = losses.sum() * (live * ctx.world_size / global_bsz)
             else:
@@ -547,11 +503,10 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
             with torch.no_grad():
                 sums += live * torch.stack([losses.detach().sum(), rate.detach().sum(),
                                             distortion.detach().sum()]).double()
-                if hasattr(net, "extra_metrics"):
-                    for key, val in net.extra_metrics(out).items():
-                        val = torch.as_tensor(val, dtype=torch.float64).detach()
-                        tot = val.sum() if val.ndim else val * bsz
-                        extra_sums[key] = extra_sums.get(key, 0.0) + live * tot.to(device)
+                for key, val in net.train_metrics(out).items():
+                    val = torch.as_tensor(val, dtype=torch.float64).detach()
+                    tot = val.sum() if val.ndim else val * bsz
+                    extra_sums[key] = extra_sums.get(key, 0.0) + live * tot.to(device)
             n_seen += int(live * bsz)
             if bar is not None:
                 bar.update(1)

@@ -43,7 +43,6 @@ persistent vectors; :meth:`NVAE.objective` adds ``spectral_coef`` times it in tr
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple, Sequence
 
@@ -51,9 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch, GatedModel, as_beta_range
+from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch, as_beta_range
 
-from deep.evaluate import metrics as M
+from ..base import MultiRateVAE
 from .layers import (BernoulliLikelihood, DecCombiner, DecoderCell, EncCombiner, EncoderCell, GateContext,
                           GatedConv, LogisticMixtureLikelihood, normal_log_density, residual_normal_kl, soft_clamp)
 
@@ -72,7 +71,6 @@ __all__ = [
     "build",
     "rebuild",
     "iw_nll",
-    "sweep",
     "recommended_training",
     "recommended_settings",
     "RECOMMENDED_TRAINING",
@@ -232,7 +230,7 @@ def count_parameters(model: nn.Module) -> int:
 # ----------------------------------------------------------------------------------------------------
 # the model
 # ----------------------------------------------------------------------------------------------------
-class NVAE(GatedModel, nn.Module):
+class NVAE(MultiRateVAE):
     """Hierarchical NVAE; ``mr=True`` gives the MR-NVAE (see the module docstring).
 
     ``model(x, beta)`` -> :class:`NVAEOutput`; ``x`` ``(B, C, H, W)`` in [0, 1], ``beta`` a float or ``(B,)``.
@@ -353,10 +351,6 @@ class NVAE(GatedModel, nn.Module):
         return self.likelihood.name
 
     @property
-    def distortion_name(self) -> str:
-        return self.likelihood.name
-
-    @property
     def num_groups(self) -> int:
         return len(self.group_specs)
 
@@ -373,11 +367,6 @@ class NVAE(GatedModel, nn.Module):
                        f"{self._config['enc_gate']}, decoder side {self._config['dec_gate']}") if self.is_mr
             else "none (beta ignored)",
         }
-
-    @property
-    def objective_description(self) -> str:
-        """One line for result files: what :meth:`objective` minimises."""
-        return self.conventions()["objective"]
 
     def conventions(self) -> dict:
         """What rate, distortion and the objective mean for this model (for result files)."""
@@ -474,18 +463,18 @@ class NVAE(GatedModel, nn.Module):
             params = params[:, :, top:params.shape[2] - bottom, left:params.shape[3] - right]
         return params, groups
 
-    def forward(self, x: torch.Tensor, beta: torch.Tensor | float, *, generator: torch.Generator | None = None,
-                eps: Sequence[torch.Tensor] | None = None) -> NVAEOutput:
+    def forward(self, x: torch.Tensor, beta: torch.Tensor | float, *, noise: Sequence[torch.Tensor] | None = None,
+                generator: torch.Generator | None = None) -> NVAEOutput:
         """One reparameterised sample per example through the hierarchy.
 
-        ``eps``: optional standard-normal noise per group (top-down), shapes ``(B, L, h, w)`` (see
+        ``noise``: optional standard-normal noise per group (top-down), shapes ``(B, L, h, w)`` (see
         :meth:`noise`); otherwise drawn from ``generator``.
         """
         self._check_x(x)
         batch = x.shape[0]
         ctx = self.gate_context(beta, batch, x)
         feats = self._encode(x, ctx)
-        params, groups = self._top_down(batch, ctx, feats, eps=eps, generator=generator)
+        params, groups = self._top_down(batch, ctx, feats, eps=noise, generator=generator)
         kl_groups = torch.stack([g.kl for g in groups], dim=1)
         return NVAEOutput(rate=kl_groups.sum(dim=1), distortion=self.likelihood.nll(params, x),
                           kl_groups=kl_groups, params=params, groups=tuple(groups),
@@ -537,7 +526,7 @@ class NVAE(GatedModel, nn.Module):
             loss = loss + self.options.spectral_coef * self.spectral_regularizer()
         return loss
 
-    def extra_metrics(self, out: NVAEOutput) -> dict:
+    def train_metrics(self, out: NVAEOutput) -> dict:
         """Per-epoch extras for the trainer: the KL of each group (top-down) ``kl_group_<l>``."""
         return {f"kl_group_{j}": out.kl_groups[:, j].detach() for j in range(out.kl_groups.shape[1])}
 
@@ -556,16 +545,58 @@ class NVAE(GatedModel, nn.Module):
         """Mean image of ``p(x|z)`` with every group at its posterior mean (``eps = 0``)."""
         zeros = [torch.zeros(x.shape[0], g.latent_channels, g.height, g.width, device=x.device, dtype=x.dtype)
                  for g in self.group_specs]
-        return self.mean_image(self(x, beta, eps=zeros).params)
+        return self.mean_image(self(x, beta, noise=zeros).params)
 
     @torch.no_grad()
-    def sample(self, n: int, beta: torch.Tensor | float, *, generator: torch.Generator | None = None,
-               eps: Sequence[torch.Tensor] | None = None, temperature: float = 1.0) -> torch.Tensor:
-        """``n`` mean images in [0, 1] decoded from prior samples (the same ``eps`` gives the same z-noise)."""
+    def sample(self, n: int, beta: torch.Tensor | float, *, noise: Sequence[torch.Tensor] | None = None,
+               generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """``n`` mean images in [0, 1] decoded from prior samples (the same ``noise`` gives the same z-noise)."""
         like = self.h0
         ctx = self.gate_context(beta, n, like)
-        params, _ = self._top_down(n, ctx, None, eps=eps, generator=generator, temperature=temperature)
+        params, _ = self._top_down(n, ctx, None, eps=noise, generator=generator, temperature=temperature)
         return self.mean_image(params)
+
+    # -- evaluation hooks ---------------------------------------------------------------------------------
+    def sample_noise(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """The evaluator's noise: :meth:`noise` of ``n`` samples (drawn on the generator's device)."""
+        return self.noise(n, generator=generator, device=self.h0.device)
+
+    def eval_terms(self, out: NVAEOutput, x: torch.Tensor, beta: torch.Tensor, *,
+                   dataset_size: int) -> dict[str, torch.Tensor]:
+        """The KL of every group, ``(B, G)`` top-down."""
+        return {"kl_groups": out.kl_groups}
+
+    def has_likelihood(self) -> bool:
+        return True
+
+    def iw_nll(self, x: torch.Tensor, beta: torch.Tensor, k: int, *, generator: torch.Generator | None = None,
+               max_rows: int = 256) -> torch.Tensor:
+        """Importance-weighted NLL over the whole hierarchy (:func:`iw_nll`)."""
+        return iw_nll(self, x, beta, k, max_rows=max_rows, generator=generator)
+
+    def summarize(self, result: dict, data: Any) -> dict:
+        """Bits per dimension (negative ELBO and IW-NLL over C*H*W*ln 2) and the group shapes."""
+        to_bpd = 1.0 / (math.prod(self.data_shape) * math.log(2.0))
+        iw = result.get("iw_nll")
+        iw_k = result.get("iw_k")
+        return {
+            "bits_per_dim": [v * to_bpd for v in result["neg_elbo"]],
+            "bits_per_dim_iw": [v * to_bpd for v in iw] if iw is not None else None,
+            "group_shapes": [[g.latent_channels, g.height, g.width] for g in self.group_specs],
+            "estimators": {
+                "units": "nats per example (sum over latents / pixels, mean over the evaluated examples); "
+                         "bits_per_dim divides by C*H*W*ln 2",
+                "rate": "sum over groups of the analytic KL(q(z_l|x,z_<l) || p(z_l|z_<l)), given one sample of the "
+                        "upper groups z_<l (the same per-group noise for every beta)",
+                "distortion": f"-log p(x|z), {self.likelihood.description}; one sample of every group",
+                "loss": "distortion + beta * rate (no spectral regulariser)",
+                "iw_nll": (f"importance-weighted NLL with k={iw_k} samples of the whole hierarchy, log-weight "
+                           "log p(x|z) + sum_l [log p(z_l|z_<l) - log q(z_l|x,z_<l)] (deep.models.nvae.model.iw_nll)"
+                           if iw is not None else "disabled (iw_k=0)"),
+                "bits_per_dim": "neg_elbo / (C*H*W*ln 2)",
+                "bits_per_dim_iw": "iw_nll / (C*H*W*ln 2)" if iw is not None else "disabled (iw_k=0)",
+                "kl_groups": "per-group KL (nats), groups top-down (coarse to fine); shapes in group_shapes",
+            }}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -685,7 +716,7 @@ def rebuild(model_config: dict) -> NVAE:
 
 
 # ----------------------------------------------------------------------------------------------------
-# importance-weighted NLL and the RD sweep
+# importance-weighted NLL
 # ----------------------------------------------------------------------------------------------------
 @torch.no_grad()
 def iw_nll(model: NVAE, x: torch.Tensor, beta: torch.Tensor | float, k: int = 100, *, max_rows: int = 256,
@@ -707,130 +738,10 @@ def iw_nll(model: NVAE, x: torch.Tensor, beta: torch.Tensor | float, k: int = 10
         xr = x.repeat(c, *([1] * (x.dim() - 1)))
         noise = [model.noise(b, generator=generator, device=x.device) for _ in range(c)]
         eps = [torch.cat(parts, dim=0) for parts in zip(*noise)]
-        lw = model(xr, beta_v.repeat(c), eps=eps).log_weight.double().reshape(c, b)
+        lw = model(xr, beta_v.repeat(c), noise=eps).log_weight.double().reshape(c, b)
         lse = torch.logaddexp(lse, torch.logsumexp(lw, dim=0))
         done += c
     return -(lse - math.log(k))
-
-
-_NOISE_STRIDE = 1_000_003
-_DEFAULT_MAX_ROWS = {"cpu": 256, "cuda": 4096}
-
-
-def _gen(seed: int, batch_no: int, salt: int = 0, device: torch.device | str = "cpu") -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * _NOISE_STRIDE + batch_no * 7919 + salt)
-
-
-@torch.no_grad()
-def sweep(model: NVAE, data: Any, betas: Sequence[float], *, batch_size: int = 100, iw_k: int = 0, seed: int = 0,
-          max_examples: int | None = None, progress: bool = False, max_rows: int | None = None,
-          n_images: int = 8, **unused: Any) -> dict:
-    """Rate, distortion, per-group KLs, IW-NLL and bits/dim of ``model`` at each beta on ``data``.
-
-    Eval mode.  Per test batch the betas go through the network in batched passes (the batch repeated across
-    betas, at most ``max_rows`` rows per pass) with the SAME per-group noise for every beta (common random
-    numbers, seeded by ``seed`` and the batch number).  ``iw_k > 0`` adds the IW-NLL (:func:`iw_nll`).
-    Returns lists indexed by beta (and ``images`` when ``n_images > 0``).
-    """
-    p = next(model.parameters())
-    device = p.device
-    betas_t = M.evaluation_betas(betas)
-    kb = betas_t.numel()
-    n = len(data) if max_examples is None else min(len(data), int(max_examples))
-    if n < 1:
-        raise ValueError("need at least 1 test example")
-    rows = _DEFAULT_MAX_ROWS.get(device.type, 256) if max_rows is None else int(max_rows)
-    bsz = min(batch_size, n)
-    per_pass = max(1, min(kb, rows // max(1, bsz)))
-    n_groups = model.num_groups
-    rate = torch.zeros(kb, dtype=torch.float64)
-    dist = torch.zeros(kb, dtype=torch.float64)
-    klg = torch.zeros(kb, n_groups, dtype=torch.float64)
-    iw = torch.zeros(kb, dtype=torch.float64) if iw_k else None
-    betas_dev = betas_t.to(device=device, dtype=p.dtype)
-    was_training = model.training
-    model.eval()
-    starts = list(range(0, n, batch_size))
-    t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(starts), desc="nvae sweep", leave=False)
-    try:
-        for bi, s in enumerate(starts):
-            x = data.get_batch(torch.arange(s, min(n, s + batch_size)), train=False).to(device)
-            b = x.shape[0]
-            eps = model.noise(b, generator=_gen(seed, bi), device=device)
-            for c0 in range(0, kb, per_pass):
-                c1 = min(kb, c0 + per_pass)
-                k = c1 - c0
-                xr = x.repeat(k, 1, 1, 1)
-                out = model(xr, betas_dev[c0:c1].repeat_interleave(b),
-                            eps=[e.repeat(k, *([1] * (e.dim() - 1))) for e in eps])
-                rate[c0:c1] += out.rate.double().reshape(k, b).sum(1).cpu()
-                dist[c0:c1] += out.distortion.double().reshape(k, b).sum(1).cpu()
-                klg[c0:c1] += out.kl_groups.double().reshape(k, b, n_groups).sum(1).cpu()
-            if iw is not None:
-                for j in range(kb):
-                    g = _gen(seed, bi, salt=2 + j)
-                    iw[j] += iw_nll(model, x, betas_dev[j], iw_k, max_rows=rows, generator=g).sum().cpu()
-            if bar is not None:
-                bar.update(1)
-        images = None
-        if n_images:
-            m = min(n_images, n)
-            idx = torch.linspace(0, n - 1, m).round().long()
-            xi = data.get_batch(idx, train=False).to(device)
-            prior_eps = model.noise(m, generator=_gen(seed, 0, salt=1), device=device)
-            images = {"inputs": xi.cpu(),
-                      "recon": [model.reconstruct(xi, float(bv)).cpu() for bv in betas_t],
-                      "prior": [model.sample(m, float(bv), eps=prior_eps).cpu() for bv in betas_t]}
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
-    elapsed = time.perf_counter() - t0
-    beta_list = betas_t.tolist()
-    r, d = (rate / n).tolist(), (dist / n).tolist()
-    dims = math.prod(model.data_shape)
-    to_bpd = 1.0 / (dims * math.log(2.0))
-    neg_elbo = [ri + di for ri, di in zip(r, d)]
-    iw_list = (iw / n).tolist() if iw is not None else None
-    out = {
-        "beta": beta_list,
-        "log_beta": [math.log(bv) for bv in beta_list],
-        "rate": r,
-        "distortion": d,
-        "neg_elbo": neg_elbo,
-        "loss": [di + bv * ri for bv, ri, di in zip(beta_list, r, d)],
-        "iw_nll": iw_list,
-        "iw_k": int(iw_k),
-        "bits_per_dim": [v * to_bpd for v in neg_elbo],
-        "bits_per_dim_iw": [v * to_bpd for v in iw_list] if iw_list is not None else None,
-        "kl_groups": (klg / n).tolist(),
-        "group_shapes": [[g.latent_channels, g.height, g.width] for g in model.group_specs],
-        "latent_dim": model.latent_dim,
-        "n_examples": n,
-        "time_s": elapsed,
-        "estimators": {
-            "units": "nats per example (sum over latents / pixels, mean over the evaluated examples); "
-                     "bits_per_dim divides by C*H*W*ln 2",
-            "rate": "sum over groups of the analytic KL(q(z_l|x,z_<l) || p(z_l|z_<l)), given one sample of the "
-                    "upper groups z_<l (the same per-group noise for every beta)",
-            "distortion": f"-log p(x|z), {model.likelihood.description}; one sample of every group",
-            "neg_elbo": "rate + distortion",
-            "loss": "distortion + beta * rate (no spectral regulariser)",
-            "iw_nll": (f"importance-weighted NLL with k={iw_k} samples of the whole hierarchy, log-weight "
-                       "log p(x|z) + sum_l [log p(z_l|z_<l) - log q(z_l|x,z_<l)] (deep.models.nvae.model.iw_nll)"
-                       if iw_k else "disabled (iw_k=0)"),
-            "bits_per_dim": "neg_elbo / (C*H*W*ln 2)",
-            "bits_per_dim_iw": "iw_nll / (C*H*W*ln 2)" if iw_k else "disabled (iw_k=0)",
-            "kl_groups": "per-group KL (nats), groups top-down (coarse to fine); shapes in group_shapes",
-        },
-    }
-    if images is not None:
-        out["images"] = images
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------
