@@ -1,7 +1,7 @@
 """``mrvae-cli experiment ...`` and ``mrvae-cli figures``: run the paper's experiments, regenerate figures.
 
-Thin wrappers over :mod:`deep.experiments.paper` (registry and runner) and
-:mod:`paper_figures.regenerate` (figures and tables from result files only).
+Thin wrappers over :mod:`deep.experiments.registry` (the experiments as data), :mod:`deep.experiments.runner`
+(trains and evaluates them) and :mod:`paper_figures.regenerate` (figures and tables from result files only).
 """
 from __future__ import annotations
 
@@ -11,7 +11,18 @@ import click
 
 from .common import data_dir_option, user_errors
 
-_PRESETS = ("smoke", "cpu", "paper")
+from deep.experiments.manifest import DEFAULT_PRESET, PRESETS as _PRESETS, default_results_root
+
+
+def format_duration(seconds: float | None) -> str:
+    """``5 s``, ``34 min``, ``1 h 08 min`` (``?`` when unknown)."""
+    if seconds is None:
+        return "?"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = int(round(seconds / 60))
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 @click.group()
@@ -20,32 +31,40 @@ def experiment() -> None:
 
 
 @experiment.command("list")
-@click.option("--preset", type=click.Choice(_PRESETS), default="cpu", show_default=True,
+@click.option("--preset", type=click.Choice(_PRESETS), default=DEFAULT_PRESET, show_default=True,
               help="Preset whose budget and run count are shown.")
 def list_experiments(preset: str) -> None:
-    """List the experiments, their figures, run counts and budgets."""
-    from deep.experiments.paper import EXPERIMENTS, RUN_ALL_ORDER, missing_requirements
+    """List the experiments, their figures, run counts, budgets and planned wall time (cpu preset, 2 cores)."""
+    from deep.experiments.registry import EXPERIMENTS, RUN_ALL_ORDER, missing_requirements
 
     with user_errors():
+        total = 0.0
         for name in RUN_ALL_ORDER:
             exp = EXPERIMENTS[name]
-            spec = exp.preset(preset)
+            spec, cpu = exp.preset(preset), exp.preset("cpu")
+            total += cpu.estimate_s or 0.0
             missing = missing_requirements(exp)
             state = f"unavailable: requires {', '.join(missing)}" if missing else "available"
             unavailable = [g.key for g in spec.groups if g.unavailable]
+            runs = (f"{len(spec.runs())} runs" if exp.runner is None
+                    else "outside the deep trainer (no runs)")
             click.echo(f"{name:<17} {exp.title}")
-            click.echo(f"{'':<17} figures: {', '.join(exp.figures)}; {len(spec.runs())} runs at --preset {preset}; "
+            click.echo(f"{'':<17} figures: {', '.join(exp.figures)}; {runs} at --preset {preset}; "
                        f"{state}" + (f"; not buildable here: {', '.join(unavailable)}" if unavailable else ""))
-            if spec.estimate:
-                click.echo(f"{'':<17} budget: {spec.estimate}")
+            click.echo(f"{'':<17} planned wall time at --preset cpu on 2 CPU cores: {format_duration(cpu.estimate_s)}"
+                       + (f" ({cpu.estimate})" if cpu.estimate else ""))
+            if preset != "cpu" and spec.estimate:
+                click.echo(f"{'':<17} budget at --preset {preset}: {spec.estimate}")
         click.echo("")
+        click.echo(f"planned wall time of every experiment at --preset cpu, summed: {format_duration(total)} on 2 CPU "
+                   "cores (an upper bound for `run all`, which trains shared runs once)")
         click.echo(f"run one:  mrvae-cli experiment run NAME --preset {preset}")
         click.echo(f"run all:  mrvae-cli experiment run all --preset {preset}   (shared runs are trained once)")
 
 
 @experiment.command("run")
 @click.argument("name")
-@click.option("--preset", type=click.Choice(_PRESETS), default="cpu", show_default=True,
+@click.option("--preset", type=click.Choice(_PRESETS), default=DEFAULT_PRESET, show_default=True,
               help="smoke: seconds (pipeline check); cpu: reduced budget for a 2-core machine; paper: App. C.")
 @click.option("--results", "results", type=click.Path(file_okay=False), default=None,
               help="Results root (default: results/<preset>).")
@@ -59,7 +78,8 @@ def run(name: str, preset: str, results: str | None, data_dir: str | None, devic
 
     Example: mrvae-cli experiment run fig8_sensitivity --preset cpu
     """
-    from deep.experiments.paper import RUN_ALL_ORDER, get_experiment, run_experiment
+    from deep.experiments.registry import RUN_ALL_ORDER, get_experiment
+    from deep.experiments.runner import run_experiment
 
     with user_errors():
         if threads is not None and threads < 1:
@@ -72,14 +92,15 @@ def run(name: str, preset: str, results: str | None, data_dir: str | None, devic
             for g in manifest["groups"]:
                 if g["status"] in ("failed", "partial"):
                     failed.append(f"{n}/{g['key']}: {g.get('reason')}")
-        root = Path(results) if results else Path("results") / preset
+        root = Path(results) if results else default_results_root(preset)
         click.echo(f"figures: mrvae-cli figures --results {root}")
         if failed:
             raise click.ClickException("some runs failed (details in the manifests):\n  " + "\n  ".join(failed))
 
 
 @click.command("figures")
-@click.option("--results", "results", type=click.Path(file_okay=False), default="results/cpu", show_default=True,
+@click.option("--results", "results", type=click.Path(file_okay=False),
+              default=str(default_results_root(DEFAULT_PRESET)), show_default=True,
               help="Results root written by `mrvae-cli experiment run`.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default="figures", show_default=True,
               help="Output folder for PNG/PDF figures and Markdown/CSV tables.")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .style import (MalformedResultsError, figure_main, find_group, load_manifest, manifest_caption,
-                    new_grid, no_complete_runs, note, read_json_object, save)
+from .style import (FIG7_BETAS, FIG7_RESULTS, RD_RESULTS, MalformedResultsError, figure_main, find_group,
+                    load_manifest, manifest_caption, new_grid, no_complete_runs, note, read_json_object, save)
 
 REQUIRED = ("fig7",)
 OPTIONAL: tuple[str, ...] = ()
 DATASETS = (("omniglot", "Omniglot"), ("svhn", "SVHN"), ("celeba64", "CelebA64"))
-ROW_BETAS = (10.0, 1.0, 0.1, 0.01)
+ROW_BETAS = FIG7_BETAS  # the betas fig7's extra evaluation (FIG7_RESULTS) was run at
 
 
 def _runs(group: dict) -> list[dict]:
@@ -65,7 +65,7 @@ def _closest(entries: list[tuple[float, object]], beta: float, tol: float = math
 def mr_strips(root: Path, group: dict) -> list[tuple[float, np.ndarray]]:
     """(beta, image strip) rows of the MR-VAE for :data:`ROW_BETAS` (first seed of the selected LR)."""
     for run in _runs(group):
-        path = run["results"].get("rd_fig7.json") or run["results"].get("rd.json")
+        path = run["results"].get(FIG7_RESULTS) or run["results"].get(RD_RESULTS)
         if not path:
             continue
         entries, folder, _ = _image_entries(root / path)

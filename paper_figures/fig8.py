@@ -92,7 +92,7 @@ def _sensitivity_curves(m: dict) -> dict[str, list]:
 def _mig_panel(ax, tc: dict | None, results_root) -> list:
     ax.set_title("dSprites: MIG vs β (higher is better)", fontsize=9)
     if tc is None:
-        note(ax, "β-TCVAE / MIG results not found;\nrun: " + run_command("fig8_tcvae", results_root))
+        note(ax, "β-TCVAE / MIG results not found;\nrun: " + run_command("fig8_tcvae", results_root=results_root))
         return []
     if is_unavailable(tc):
         note(ax, f"β-TCVAE / MIG: {tc.get('reason') or 'unavailable'}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .style import MalformedResultsError, MissingResultsError, manifest_path, run_command
+from .style import MalformedResultsError, MissingResultsError, manifest_path, preset_for_root, run_command
 
 __all__ = ["JOBS", "JobResult", "regenerate", "missing_for", "LINEAR_HINT"]
 
@@ -70,13 +70,13 @@ def _unavailable(name: str, results_root: Path) -> list[tuple[str, str]]:
                        if g.get("status") in ("failed", "partial", "unavailable")]
                 text = f"{m['status']} ({'; '.join(why)[:300] or 'not finished'})"
                 if any(g.get("status") not in ("complete", "unavailable") for g in groups):
-                    text += f"; re-run `{run_command(n, results_root, m.get('preset'))}` to resume"
+                    text += f"; re-run `{run_command(n, preset=m.get('preset'), results_root=results_root)}` to resume"
                 out.append((n, text))
     return out
 
 
 def _run_job(name: str, results_root: Path, out_dir: Path) -> JobResult:
-    preset = results_root.name if results_root.name in ("smoke", "cpu", "paper") else "cpu"
+    preset = preset_for_root(results_root)
     if name == "fig4":
         from . import fig4
 
@@ -87,7 +87,8 @@ def _run_job(name: str, results_root: Path, out_dir: Path) -> JobResult:
         return JobResult(name, "written", paths=fig4.plot(src, out_dir / "fig4"))
     mod = importlib.import_module(f"paper_figures.{name}")
     missing = missing_for(name, results_root)
-    res = JobResult(name, "written", missing=[(n, run_command(n, results_root, preset)) for n in missing],
+    res = JobResult(name, "written",
+                    missing=[(n, run_command(n, preset=preset, results_root=results_root)) for n in missing],
                     unavailable=_unavailable(name, results_root))
     required_missing = [n for n in getattr(mod, "REQUIRED", ()) if n in missing]
     if required_missing:
@@ -99,7 +100,8 @@ def _run_job(name: str, results_root: Path, out_dir: Path) -> JobResult:
         res.status = "missing"
         res.message = str(err)
         known = {n for n, _ in res.missing}
-        res.missing += [(n, run_command(n, results_root, preset)) for n in err.missing if n not in known]
+        res.missing += [(n, run_command(n, preset=preset, results_root=results_root)) for n in err.missing
+                        if n not in known]
         return res
     if res.missing or res.unavailable:
         res.status = "partial"

@@ -9,11 +9,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# the one manifest schema, shared with the runner (torch-free; nothing here trains or builds a model)
+from deep.experiments.manifest import (FIG7_BETAS, FIG7_RESULTS, RD_RESULTS,  # noqa: E402,F401
+                                       MalformedResultsError, MissingResultsError, load_manifest, manifest_path,
+                                       preset_for_root, read_json_object, run_command)
+
 COLORS = {"mr": "#1f77b4", "beta": "#d62728", "beta_anneal": "#ff7f0e", "exact": "black", "vae": "#2ca02c"}
-
-
-class MalformedResultsError(ValueError):
-    """A result file is missing fields a figure needs, or is not valid JSON."""
 
 
 def load_results(path: str | Path, required: dict[str, list[str]]) -> dict:
@@ -61,97 +62,17 @@ def save(fig, out_prefix: str | Path, caption: str | None = None) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------
-# experiment manifests and rd.json files (written by deep.experiments.paper)
+# experiment manifests and rd.json files (written by deep.experiments.runner)
 # ------------------------------------------------------------------------------------------
 import math  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-MANIFEST_KIND = "mrvae experiment manifest"
-MANIFEST_DIR = "manifests"
 #: Extra colours for figures with many curves (sensitivity, ablations), colour-blind friendly.
 CYCLE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 MARKERS = {"constant": "^", "linear": "v", "cyclical": "s"}
 SCHEDULE_LABELS = {"constant": "β-VAEs", "linear": "β-VAEs (KL annealing)", "cyclical": "β-VAEs (cyclical KL)"}
-
-
-class MissingResultsError(FileNotFoundError):
-    """A figure's input manifest does not exist yet; ``missing`` names the experiments to run."""
-
-    def __init__(self, message: str, missing: list[str]) -> None:
-        super().__init__(message)
-        self.missing = list(missing)
-
-
-def manifest_path(results_root: str | Path, experiment: str) -> Path:
-    """``<results_root>/manifests/<experiment>.json``."""
-    return Path(results_root) / MANIFEST_DIR / f"{experiment}.json"
-
-
-def read_json_object(path: str | Path) -> dict:
-    """A JSON object from ``path``; :class:`MalformedResultsError` if it is not valid JSON or not an object."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise MalformedResultsError(f"{path} is not valid JSON: {err}") from err
-    except UnicodeDecodeError as err:
-        raise MalformedResultsError(f"{path} is not a UTF-8 JSON text file: {err}") from err
-    if not isinstance(data, dict):
-        raise MalformedResultsError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
-    return data
-
-
-def load_manifest(results_root: str | Path, experiment: str, *, required: bool = True) -> dict | None:
-    """The manifest of ``experiment`` under ``results_root`` (validated).
-
-    Missing: :class:`MissingResultsError` (or ``None`` with ``required=False``). Malformed:
-    :class:`MalformedResultsError` naming the file and the problem.
-    """
-    path = manifest_path(results_root, experiment)
-    if not path.exists():
-        if not required:
-            return None
-        raise MissingResultsError(f"{path} does not exist (run: {run_command(experiment, results_root)})",
-                                  [experiment])
-    m = read_json_object(path)
-    if m.get("kind") != MANIFEST_KIND:
-        raise MalformedResultsError(f"{path}: not an experiment manifest (kind={m.get('kind')!r}, "
-                                    f"expected {MANIFEST_KIND!r})")
-    for key in ("experiment", "preset", "budget", "status", "groups"):
-        if key not in m:
-            raise MalformedResultsError(f"{path}: manifest lacks the field {key!r}")
-    if not isinstance(m["groups"], list):
-        raise MalformedResultsError(f"{path}: 'groups' must be a list")
-    for i, g in enumerate(m["groups"]):
-        if not isinstance(g, dict):
-            raise MalformedResultsError(f"{path}: groups[{i}] is not an object")
-        for key in ("key", "kind", "status", "runs"):
-            if key not in g:
-                raise MalformedResultsError(f"{path}: groups[{i}] lacks the field {key!r}")
-        if not isinstance(g["runs"], list):
-            raise MalformedResultsError(f"{path}: groups[{i}]['runs'] must be a list")
-        for j, r in enumerate(g["runs"]):
-            if not isinstance(r, dict) or "status" not in r:
-                raise MalformedResultsError(f"{path}: groups[{i}]['runs'][{j}] lacks 'status'")
-            if r["status"] == "complete" and not isinstance(r.get("results"), dict):
-                raise MalformedResultsError(f"{path}: groups[{i}]['runs'][{j}] is complete but has no "
-                                            "'results' mapping")
-    m["_path"] = str(path)
-    m["_root"] = str(Path(results_root))
-    return m
-
-
-def run_command(experiment: str, results_root: str | Path | None = None, preset: str | None = None) -> str:
-    """The exact command that produces ``experiment``'s manifest under ``results_root``."""
-    root = Path(results_root) if results_root is not None else None
-    if preset is None:
-        preset = root.name if root is not None and root.name in ("smoke", "cpu", "paper") else "cpu"
-    cmd = f"mrvae-cli experiment run {experiment} --preset {preset}"
-    if root is not None and root != Path("results") / preset:
-        cmd += f" --results {root}"
-    return cmd
 
 
 def is_unavailable(manifest: dict | None) -> bool:
@@ -255,7 +176,7 @@ def _selected_runs(group: dict) -> list[dict]:
 
 
 def group_curve(manifest: dict, key: str, fields: tuple[str, ...] = ("rate", "distortion"),
-                optional: tuple[str, ...] = (), results: str = "rd.json") -> Curve | None:
+                optional: tuple[str, ...] = (), results: str = RD_RESULTS) -> Curve | None:
     """Read group ``key`` of ``manifest``: the MR-VAE curve (rd.json per seed, same beta grid) or the
     beta-VAE sweep (one rd.json point per beta and seed), averaged over the seeds of the selected
     learning rate. ``None`` when the group is unavailable, failed, or has no complete run."""
@@ -484,4 +405,4 @@ def no_complete_runs(manifest: dict) -> MissingResultsError:
     name = manifest["experiment"]
     return MissingResultsError(
         f"{manifest['_path']}: no complete runs yet (status {manifest['status']!r}); run: "
-        f"{run_command(name, manifest['_root'], manifest.get('preset'))}", [name])
+        f"{run_command(name, preset=manifest.get('preset'), results_root=manifest['_root'])}", [name])

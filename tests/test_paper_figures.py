@@ -1,4 +1,5 @@
-"""Tests of paper_figures/: the experiment registry and runner, every figure/table script, and regenerate.
+"""Tests of paper_figures/ and deep/experiments/: the experiment registry and runner, every figure/table
+script, regenerate, and that no figure script imports torch.
 
 Figures are drawn from small synthetic result files written here (manifests + rd.json + image grids in the
 runner's schema, built from the registry's own smoke groups so keys match); one smoke experiment runs end
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deep.experiments import paper as X
+from deep.experiments import manifest as M, registry as R, runner as X, standalone as S
 from paper_figures import fig1, fig5, fig6, fig7, fig8, fig9, table1, table2
 from paper_figures.regenerate import JOBS, regenerate
 from paper_figures.style import MalformedResultsError, MissingResultsError, group_curve, load_manifest
@@ -71,7 +72,7 @@ def _write_rd(path: Path, betas, *, kind: str, seed: int, offset: float, extra: 
 def write_manifest(root: Path, name: str, *, seeds=(0, 1), unavailable_groups: dict | None = None,
                    extras=None, status: str | None = None, images: bool = False) -> dict:
     """A complete manifest for experiment ``name`` built from its smoke groups, with synthetic rd.json files."""
-    exp = X.EXPERIMENTS[name]
+    exp = R.EXPERIMENTS[name]
     spec = exp.preset("smoke")
     groups = []
     for g in spec.groups:
@@ -112,11 +113,11 @@ def write_manifest(root: Path, name: str, *, seeds=(0, 1), unavailable_groups: d
                                         "results": {"rd.json": (run_dir / "results" / "rd.json").as_posix()},
                                         "status": "complete", "train_time_s": 95.0, "n_params": 1_881_217})
         groups.append(rec)
-    manifest = {"kind": X.MANIFEST_KIND, "version": 1, "experiment": name, "title": exp.title,
+    manifest = {"kind": M.MANIFEST_KIND, "version": 1, "experiment": name, "title": exp.title,
                 "figures": list(exp.figures), "preset": "smoke", "paper_protocol": False,
                 "budget": "REDUCED (synthetic test files)", "status": status or "complete", "reason": None,
                 "groups": groups}
-    path = X.manifest_path(root, name)
+    path = M.manifest_path(root, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest))
     return manifest
@@ -131,22 +132,35 @@ def _fid(g, betas, seed):
     return {"fid": [60.0 + 10 * math.log(b) + seed for b in betas]} if g.config["dataset"] == "celeba64" else {}
 
 
-@pytest.fixture(autouse=True)
-def fast_table1(monkeypatch):
-    """Table 1's optional providers replaced by a fake NVAE-style one (deep.models.nvae.model's takes ~8 s)."""
-    import sys
-    import types
+#: Synthetic Table 1 rows in the schema of deep.experiments.standalone.run_table1 (the ResNet counts are the
+#: verified reference counts; the NVAE row uses its family's key names, as nvae_parameter_table does).
+TABLE1_ROWS = [
+    {"data": "MNIST & Omniglot", "dataset": "mnist", "arch": "resnet", "beta_vae_params": 1_881_217,
+     "mr_vae_params": 1_884_289, "increase_pct": 100 * 3072 / 1_881_217, "paper_beta_vae_params": 18.81e5,
+     "paper_mr_vae_params": 18.84e5, "paper_increase_pct": 0.12, "note": "synthetic", "source": "test"},
+    {"data": "MNIST & Omniglot", "arch": "nvae", "preset": "small", "beta_nvae_params": 1000, "mr_nvae_params": 1010,
+     "beta_vae_params": 1000, "mr_vae_params": 1010, "paper_beta_vae_params": None, "paper_mr_vae_params": None,
+     "paper_increase_pct": None, "note": "synthetic", "source": "test"},
+]
 
-    fake = types.ModuleType("fake_nvae_provider")
-    fake.rows = lambda: [{"data": "MNIST & Omniglot", "preset": "small", "beta_nvae_params": 1000,
-                          "mr_nvae_params": 1010, "paper_beta_vae_params": None, "paper_mr_vae_params": None,
-                          "paper_increase_pct": None, "note": "fake"}]
-    monkeypatch.setitem(sys.modules, "fake_nvae_provider", fake)
-    monkeypatch.setattr(table1, "EXTRA_PROVIDERS", (("fake_nvae_provider", "rows"),))
+
+def write_table1(root: Path, rows=None, status: str = "complete") -> Path:
+    """A ``table1`` manifest and its ``parameters.json`` (what ``experiment run table1`` writes)."""
+    exp = R.EXPERIMENTS["table1"]
+    m = M.new_manifest(experiment="table1", title=exp.title, figures=exp.figures, preset="smoke",
+                       paper_protocol=False, budget="REDUCED (synthetic test file)", estimate="", results_root=root,
+                       started="2024-01-01T00:00:00+00:00")
+    m.update(status=status, outputs={"parameters": M.TABLE1_RESULTS})
+    M.write_json_atomic(root / M.TABLE1_RESULTS, {"kind": M.PARAMETER_COUNTS_KIND, "version": 1, "preset": "smoke",
+                                                  "notes": ["synthetic rows"], "rows": TABLE1_ROWS if rows is None
+                                                  else rows})
+    return M.write_manifest(root, m)
 
 
 def write_results(root: Path) -> Path:
-    """A results root with synthetic manifests for every image experiment (SVHN marked data-missing)."""
+    """A results root with synthetic manifests for every image experiment (SVHN marked data-missing) and
+    Table 1's parameter counts."""
+    write_table1(root)
     for name in ("fig1", "fig5_mnist", "fig5_omniglot", "fig8_sensitivity", "fig9", "table2"):
         write_manifest(root, name)
     svhn = {k: "data missing: svhn/train_32x32.mat not found" for k in ("svhn_resnet_mr", "svhn_resnet_beta_linear")}
@@ -205,14 +219,17 @@ def test_rd_area_matches_closed_form_integrals():
 def test_every_experiment_has_three_presets_with_valid_train_configs():
     from deep.train import TrainConfig
 
-    for name, exp in X.EXPERIMENTS.items():
-        assert set(exp.presets) == set(X.PRESETS), name
-        for preset in X.PRESETS:
+    for name, exp in R.EXPERIMENTS.items():
+        assert set(exp.presets) == set(M.PRESETS), name
+        for preset in M.PRESETS:
             spec = exp.preset(preset)
             runs = spec.runs()
-            if exp.runner is not None:  # outside the deep trainer (fig4: the linear VAE): no groups
-                assert not runs and spec.paper_protocol == (preset == "paper"), (name, preset)
-                assert spec.budget.startswith("REDUCED") == (preset != "paper"), (name, preset)
+            if exp.runner is not None:  # outside the deep trainer (fig4: the linear VAE; table1): no groups
+                assert not runs and spec.paper_protocol == (preset == "paper" or name == "table1" and preset == "cpu")
+                # every protocol that is not the paper's is labelled REDUCED
+                assert spec.budget.startswith("REDUCED") != spec.paper_protocol, (name, preset)
+                if preset == "cpu":
+                    assert spec.estimate_s and spec.estimate
                 continue
             assert runs, (name, preset)
             for group, fields in runs:
@@ -230,15 +247,15 @@ def test_every_experiment_has_three_presets_with_valid_train_configs():
                 assert all(f["epochs"] == 1 and (f.get("max_train_examples") or 10**9) <= 64 for _, f in runs)
             if preset == "cpu":
                 assert spec.estimate_s and spec.estimate
-    with pytest.raises(X.ExperimentError, match="choose one of"):
-        X.get_experiment("fig42")
-    with pytest.raises(X.ExperimentError, match="preset"):
-        X.EXPERIMENTS["fig1"].preset("huge")
+    with pytest.raises(R.ExperimentError, match="choose one of"):
+        R.get_experiment("fig42")
+    with pytest.raises(R.ExperimentError, match="preset"):
+        R.EXPERIMENTS["fig1"].preset("huge")
 
 
 def test_registry_shares_runs_and_marks_what_cannot_be_built():
     def folders(name, preset="cpu"):
-        return {f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}" for _, f in X.EXPERIMENTS[name].preset(preset).runs()}
+        return {f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}" for _, f in R.EXPERIMENTS[name].preset(preset).runs()}
 
     assert folders("fig1") <= folders("fig5_omniglot")
     assert folders("table2") == folders("fig5_mnist") | folders("fig5_omniglot")
@@ -246,23 +263,46 @@ def test_registry_shares_runs_and_marks_what_cannot_be_built():
     assert len(folders("fig8_sensitivity") & folders("fig5_omniglot")) == 1     # the default range [0.01, 10]
     assert len(folders("fig9") & folders("fig5_omniglot")) == 1                 # the default gates
     # paper-protocol details
-    f8 = {g.key: g for g in X.EXPERIMENTS["fig8_sensitivity"].preset("paper").groups}
+    f8 = {g.key: g for g in R.EXPERIMENTS["fig8_sensitivity"].preset("paper").groups}
     assert {(g.params["a"], g.params["b"]) for g in f8.values()} == {
         (0.001, 10.0), (0.01, 10.0), (0.1, 10.0), (1.0, 10.0), (0.01, 1.0), (0.01, 0.1)}
-    sweep = next(g for g in X.EXPERIMENTS["fig5_mnist"].preset("paper").groups if g.kind == "sweep")
+    sweep = next(g for g in R.EXPERIMENTS["fig5_mnist"].preset("paper").groups if g.kind == "sweep")
     assert sweep.betas == pytest.approx(np.logspace(-2, 1, 10).tolist())
-    shared = next(g for g in X.EXPERIMENTS["fig9"].preset("cpu").groups if g.key == "hyper_shared_mlp2")
+    shared = next(g for g in R.EXPERIMENTS["fig9"].preset("cpu").groups if g.key == "hyper_shared_mlp2")
     assert not shared.unavailable and shared.config["model_options"] == {"shared_hyper": 64}
-    assert X.EXPERIMENTS["fig8_tcvae"].requires == ("deep.models.tcvae", "deep.data.dsprites")
-    tc = X.EXPERIMENTS["fig8_tcvae"].preset("cpu").groups[0].config
+    assert R.EXPERIMENTS["fig8_tcvae"].requires == ("deep.models.tcvae", "deep.data.dsprites")
+    tc = R.EXPERIMENTS["fig8_tcvae"].preset("cpu").groups[0].config
     assert tc["dataset"] == "dsprites" and tc["arch"] == "mlp" and tc["objective"] == "tcvae"
-    yahoo = X.EXPERIMENTS["fig5_yahoo"].preset("cpu").groups[0].config
+    yahoo = R.EXPERIMENTS["fig5_yahoo"].preset("cpu").groups[0].config
     assert yahoo["arch"] == "lstm" and yahoo["data_options"] == {"train_split": "valid"}
-    assert X.EXPERIMENTS["fig5_nvae"].preset("cpu").groups[0].config["model_options"] == {"preset": "small"}
+    assert R.EXPERIMENTS["fig5_nvae"].preset("cpu").groups[0].config["model_options"] == {"preset": "small"}
     # the cpu budget of the image experiments (run in RUN_ALL_ORDER, shared runs once) is 1-3 hours
     core = ["fig5_omniglot", "fig5_mnist", "fig8_sensitivity", "fig9", "fig6"]
-    total = sum(X.EXPERIMENTS[n].preset("cpu").estimate_s for n in core)
+    total = sum(R.EXPERIMENTS[n].preset("cpu").estimate_s for n in core)
     assert 3600 <= total <= 3 * 3600
+
+
+def test_run_folder_names_are_pinned():
+    """Run folders written before the registry/runner split (deep/experiments/paper.py at e3205af) must still be
+    found: names pinned for presets that are not being redefined, a sweep member named by BASELINE_BETAS, and
+    a config with nested options."""
+    def folders(name, preset):  # {group key (/beta for a sweep member): folder} of the seed-0 runs
+        return {(g.key if g.kind == "mr" else f"{g.key}/{f['beta']:.4g}"):
+                f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}"
+                for g, f in R.EXPERIMENTS[name].preset(preset).runs() if f["seed"] == 0}
+
+    f8 = folders("fig8_sensitivity", "cpu")
+    assert f8["range_a0.001_b10"] == "omniglot_resnet/mr_lr0.001_s0_260171e95d"
+    assert f8["range_a0.01_b10"] == "omniglot_resnet/mr_lr0.001_s0_60f07254b1"
+    f9 = folders("fig9", "cpu")
+    assert f9["hyper_mlp2"] == "omniglot_resnet/mr_lr0.001_s0_506f9eb2c5"
+    assert f9["hyper_shared_mlp2"] == "omniglot_resnet/mr_lr0.001_s0_24e04f5130"
+    tc = folders("fig8_tcvae", "smoke")
+    assert tc["dsprites_mlp_mr"] == "dsprites_mlp/mr_lr0.001_s0_af808d9ec2"
+    assert tc["dsprites_mlp_beta_constant/0.1"] == "dsprites_mlp/beta0.1_constant_lr0.001_s0_644b14de55"
+    member = {"arch": "conv", "batch_size": 128, "beta": M.BASELINE_BETAS[1], "dataset": "omniglot", "epochs": 200,
+              "hyper_lr_mult": 1.0, "kl_schedule_unit": "epoch", "lr": 0.01, "min_lr": 1e-06, "mr": False, "seed": 0}
+    assert X.run_folder_name(member) == "beta0.02154_constant_lr0.01_s0_fb50c4fb5e"
 
 
 def test_config_hash_ignores_runtime_and_default_fields():
@@ -315,7 +355,7 @@ def test_fig8_writes_areas_of_each_curve(results, tmp_path):
 
 
 def test_fig8_right_panel_says_what_to_run_when_tcvae_is_missing(results, tmp_path):
-    X.manifest_path(results, "fig8_tcvae").unlink()
+    M.manifest_path(results, "fig8_tcvae").unlink()
     paths = fig8.plot(results, tmp_path / "f8")
     _assert_pictures(paths, tmp_path / "f8")
 
@@ -332,16 +372,17 @@ def test_group_curve_averages_seeds(results):
 
 
 def test_tables_write_markdown_and_csv(results, tmp_path):
-    p1 = table1.plot(None, tmp_path / "t" / "table1")
+    p1 = table1.plot(results, tmp_path / "t" / "table1")
     assert {p.suffix for p in p1} == {".md", ".csv"}
     with (tmp_path / "t" / "table1.csv").open() as f:
         t1 = list(csv.DictReader(f))
     resnet = next(r for r in t1 if r["Data"] == "MNIST & Omniglot" and r["Architecture"] == "ResNet")
     assert (resnet["β-VAE (ours)"], resnet["MR-VAE (ours)"]) == ("1881217", "1884289")
-    fake = next(r for r in t1 if r["Architecture"] == "fake_nvae_provider (small preset)")
-    assert (fake["β-VAE (ours)"], fake["MR-VAE (ours)"]) == ("1000", "1010")    # family key names normalised
-    assert float(fake["Increase % (ours)"]) == pytest.approx(1.0)
+    nvae = next(r for r in t1 if r["Architecture"] == "NVAE (small preset)")
+    assert (nvae["β-VAE (ours)"], nvae["MR-VAE (ours)"]) == ("1000", "1010")
+    assert float(nvae["Increase % (ours)"]) == pytest.approx(1.0)             # filled in from the counts
     assert any(r["Architecture"] == "LSTM" and r["MR-VAE (paper)"] == "935100" for r in t1)  # paper-only row
+    assert "REDUCED (synthetic test file)" in (tmp_path / "t" / "table1.md").read_text()   # the budget label
     p2 = table2.plot(results, tmp_path / "t" / "table2")
     assert {p.suffix for p in p2} == {".md", ".csv"}
     rows = table2.collect_rows(results)[0]
@@ -357,7 +398,7 @@ def test_tables_write_markdown_and_csv(results, tmp_path):
 
 
 def test_table2_falls_back_to_the_fig5_manifests(results, tmp_path):
-    X.manifest_path(results, "table2").unlink()
+    M.manifest_path(results, "table2").unlink()
     rows = table2.collect_rows(results)[0]
     assert all(r["neg_elbo"] is not None for r in rows)
 
@@ -366,18 +407,18 @@ def test_table2_falls_back_to_the_fig5_manifests(results, tmp_path):
 # malformed inputs fail clearly
 # ------------------------------------------------------------------------------------------
 def _rd_paths(root: Path, name: str) -> list[Path]:
-    m = json.loads(X.manifest_path(root, name).read_text())
+    m = json.loads(M.manifest_path(root, name).read_text())
     return [root / r["results"]["rd.json"] for g in m["groups"] for r in g["runs"] if "rd.json" in r["results"]]
 
 
 def _bad_json(root, name):
-    X.manifest_path(root, name).write_text("{not json")
+    M.manifest_path(root, name).write_text("{not json")
 
 
 def _no_groups(root, name):
-    m = json.loads(X.manifest_path(root, name).read_text())
+    m = json.loads(M.manifest_path(root, name).read_text())
     del m["groups"]
-    X.manifest_path(root, name).write_text(json.dumps(m))
+    M.manifest_path(root, name).write_text(json.dumps(m))
 
 
 def _missing_array(root, name):
@@ -431,22 +472,39 @@ def test_malformed_results_raise_a_clear_error(results, tmp_path, module, name, 
     assert str(results) in str(info.value)              # the message names the file
 
 
-def test_table1_rejects_a_malformed_provider_row(monkeypatch, tmp_path):
+@pytest.mark.parametrize("row,match", [
+    ({"data": "X", "arch": "conv", "beta_vae_params": 10}, r"rows\[2\] lacks \['mr_vae_params'\]"),
+    ({"data": "X", "arch": "conv", "beta_vae_params": 10, "mr_vae_params": float("nan")}, "positive parameter count"),
+    ({"data": "X", "arch": "conv", "beta_vae_params": 10, "mr_vae_params": "many"}, "positive parameter count"),
+])
+def test_table1_rejects_a_malformed_row(tmp_path, row, match):
+    write_table1(tmp_path / "r", rows=TABLE1_ROWS + [row])
+    with pytest.raises(MalformedResultsError, match=match) as info:
+        table1.plot(tmp_path / "r", tmp_path / "t1")
+    assert "parameters.json" in str(info.value)
+
+
+def test_table1_experiment_rejects_a_malformed_provider_row(monkeypatch, tmp_path):
     import sys
     import types
 
     fake = types.ModuleType("fake_param_provider")
     fake.rows = lambda: [{"data": "X", "note": "no counts"}]
     monkeypatch.setitem(sys.modules, "fake_param_provider", fake)
-    monkeypatch.setattr(table1, "EXTRA_PROVIDERS", (("fake_param_provider", "rows"),))
-    with pytest.raises(MalformedResultsError, match="fake_param_provider.rows"):
-        table1.plot(None, tmp_path / "t1")
+    monkeypatch.setattr(S, "TABLE1_PROVIDERS", (("fake_param_provider", "rows"),))
+    with pytest.raises(ValueError, match="fake_param_provider.rows"):
+        X.run_experiment("table1", "smoke", tmp_path / "r", strict=True)
+    m = X.run_experiment("table1", "smoke", tmp_path / "r")
+    assert m["status"] == "failed" and "fake_param_provider.rows" in m["reason"]
+    with pytest.raises(MissingResultsError, match="mrvae-cli experiment run table1 --preset smoke"):
+        table1.plot(tmp_path / "r", tmp_path / "t1")                # a failed experiment: run it again
 
 
-def test_missing_manifest_names_the_command(tmp_path):
+@pytest.mark.parametrize("module,name", [(fig9, "fig9"), (table1, "table1")])
+def test_missing_manifest_names_the_command(tmp_path, module, name):
     with pytest.raises(MissingResultsError) as info:
-        fig9.plot(tmp_path / "empty", tmp_path / "x")
-    assert info.value.missing == ["fig9"] and "mrvae-cli experiment run fig9" in str(info.value)
+        module.plot(tmp_path / "empty", tmp_path / "x")
+    assert info.value.missing == [name] and f"mrvae-cli experiment run {name}" in str(info.value)
 
 
 # ------------------------------------------------------------------------------------------
@@ -462,13 +520,14 @@ def test_regenerate_lists_missing_inputs_with_commands(tmp_path, capsys, monkeyp
     out = capsys.readouterr().out
     assert status == 0
     assert f"mrvae-cli experiment run fig9 --preset cpu --results {root}" in out
+    assert f"mrvae-cli experiment run table1 --preset cpu --results {root}" in out
     assert "mrvae-cli experiment run fig8_tcvae --preset cpu" in out
     assert "mrvae-cli linear compare" in out
-    assert (tmp_path / "figs" / "fig8.png").exists() and (tmp_path / "figs" / "table1.md").exists()
-    assert not (tmp_path / "figs" / "fig9.png").exists()
+    assert (tmp_path / "figs" / "fig8.png").exists()
+    assert not (tmp_path / "figs" / "fig9.png").exists() and not (tmp_path / "figs" / "table1.md").exists()
     res = {r.name: r for r in regenerate(root, tmp_path / "figs", log=None)}
     assert set(res) == set(JOBS)
-    assert res["fig8"].status == "partial" and res["fig9"].status == "missing" and res["table1"].status == "written"
+    assert res["fig8"].status == "partial" and res["fig9"].status == "missing" and res["table1"].status == "missing"
     assert [m for m, _ in res["fig8"].missing] == ["fig8_tcvae"]
 
 
@@ -508,6 +567,14 @@ def test_cli_figures_and_experiment_list(tmp_path):
     assert "mrvae-cli experiment run fig1 --preset cpu" in res.output
     res = runner.invoke(cli, ["experiment", "list", "--preset", "smoke"])
     assert res.exit_code == 0 and "fig8_sensitivity" in res.output and "not buildable here" not in res.output
+    # every experiment's planned wall time on 2 cores at the cpu preset, whatever --preset is listed
+    from cli.experiments import format_duration
+
+    for name in R.RUN_ALL_ORDER:
+        planned = format_duration(R.EXPERIMENTS[name].preset("cpu").estimate_s)
+        block = ("\n" + res.output).split(f"\n{name} ", 1)[1].split("\n", 3)[2]
+        assert f"planned wall time at --preset cpu on 2 CPU cores: {planned}" in block, (name, block)
+    assert [format_duration(x) for x in (5, 2040, 4080, None)] == ["5 s", "34 min", "1 h 08 min", "?"]
     res = runner.invoke(cli, ["experiment", "run", "fig42"])
     assert res.exit_code == 1 and "unknown experiment 'fig42'" in res.output and "Traceback" not in res.output
     res = runner.invoke(cli, ["experiment", "run", "fig5_mnist", "--preset", "tiny"])
@@ -519,8 +586,8 @@ def test_cli_run_reports_an_unavailable_experiment_and_exits_cleanly(monkeypatch
 
     from cli.main import cli
 
-    fake = dataclasses.replace(X.EXPERIMENTS["fig5_yahoo"], requires=("deep.not_a_module",))
-    monkeypatch.setitem(X.EXPERIMENTS, "fig5_yahoo", fake)
+    fake = dataclasses.replace(R.EXPERIMENTS["fig5_yahoo"], requires=("deep.not_a_module",))
+    monkeypatch.setitem(R.EXPERIMENTS, "fig5_yahoo", fake)
     res = CliRunner().invoke(cli, ["experiment", "run", "fig5_yahoo", "--preset", "smoke", "--results",
                                    str(tmp_path / "r")])
     assert res.exit_code == 0, res.output
@@ -532,8 +599,8 @@ def test_cli_run_reports_an_unavailable_experiment_and_exits_cleanly(monkeypatch
 # the runner
 # ------------------------------------------------------------------------------------------
 def test_experiment_needing_a_missing_module_reports_unavailable(monkeypatch, tmp_path):
-    fake = dataclasses.replace(X.EXPERIMENTS["fig8_tcvae"], name="fig8_tcvae", requires=("deep.not_a_module",))
-    monkeypatch.setitem(X.EXPERIMENTS, "fig8_tcvae", fake)
+    fake = dataclasses.replace(R.EXPERIMENTS["fig8_tcvae"], name="fig8_tcvae", requires=("deep.not_a_module",))
+    monkeypatch.setitem(R.EXPERIMENTS, "fig8_tcvae", fake)
     m = X.run_experiment("fig8_tcvae", "smoke", tmp_path / "r")
     assert m["status"] == "unavailable" and m["reason"] == "unavailable: requires deep.not_a_module"
     on_disk = load_manifest(tmp_path / "r", "fig8_tcvae")
@@ -565,7 +632,7 @@ def test_smoke_experiment_runs_end_to_end_resumes_and_shares_runs(tmp_path):
     logs: list[str] = []
     m = X.run_experiment("fig1", "smoke", root, device="cpu", threads=1, data_factory=_synthetic_factory(),
                          strict=True, log=logs.append)
-    assert m["status"] == "complete" and Path(m["path"]) == X.manifest_path(root, "fig1")
+    assert m["status"] == "complete" and Path(m["path"]) == M.manifest_path(root, "fig1")
     groups = {g["key"]: g for g in m["groups"]}
     assert len(groups["omniglot_resnet_mr"]["runs"]) == 1 and len(groups["omniglot_resnet_beta_linear"]["runs"]) == 3
     for g in m["groups"]:
@@ -605,11 +672,11 @@ def test_smoke_experiment_runs_end_to_end_resumes_and_shares_runs(tmp_path):
 def test_learning_rate_grid_is_selected_at_beta_one_on_the_validation_split(monkeypatch, tmp_path):
     """A paper-style preset with an LR grid: every MR run and each sweep's beta = 1 run are evaluated on the
     validation split at beta = 1; the LR with the lowest loss there is selected and figures read only it."""
-    base = X.EXPERIMENTS["fig1"].preset("smoke")
+    base = R.EXPERIMENTS["fig1"].preset("smoke")
     mr, sweep = base.groups[0], dataclasses.replace(base.groups[1], betas=(0.5, 1.0))
     spec = dataclasses.replace(base, groups=(mr, sweep), lrs=(1e-3, 3e-3), seeds=(0,))
-    monkeypatch.setitem(X.EXPERIMENTS, "fig1", dataclasses.replace(X.EXPERIMENTS["fig1"],
-                                                                   presets={**X.EXPERIMENTS["fig1"].presets,
+    monkeypatch.setitem(R.EXPERIMENTS, "fig1", dataclasses.replace(R.EXPERIMENTS["fig1"],
+                                                                   presets={**R.EXPERIMENTS["fig1"].presets,
                                                                             "smoke": spec}))
     root = tmp_path / "r"
     m = X.run_experiment("fig1", "smoke", root, device="cpu", threads=1, data_factory=_synthetic_factory(),
@@ -634,7 +701,7 @@ def test_learning_rate_grid_is_selected_at_beta_one_on_the_validation_split(monk
 
 
 def test_run_experiment_rejects_unknown_preset(tmp_path):
-    with pytest.raises(X.ExperimentError, match="unknown preset"):
+    with pytest.raises(R.ExperimentError, match="unknown preset"):
         X.run_experiment("fig1", "huge", tmp_path)
 
 
@@ -664,3 +731,60 @@ def test_fig4_experiment_runs_the_linear_comparison_and_its_figure_is_drawn(data
 def test_fig4_experiment_without_mnist_is_unavailable_not_an_error(tmp_path):
     m = X.run_experiment("fig4", "smoke", tmp_path / "r", data_dir=str(tmp_path / "empty"), device="cpu")
     assert m["status"] == "unavailable" and "missing" in m["reason"].lower()
+
+
+# ------------------------------------------------------------------------------------------
+# Table 1 is an experiment; the figure scripts never import torch
+# ------------------------------------------------------------------------------------------
+def test_table1_experiment_counts_the_built_models_and_the_table_reads_them(tmp_path):
+    """``experiment run table1`` (smoke) writes the counts of the real models; the table reads that file only.
+    Known answers: the verified reference counts of the MNIST ResNet / ConvNet beta-VAEs (paper-notes 4.2)."""
+    from deep.models.nvae.model import nvae_parameter_table
+
+    root = tmp_path / "r"
+    m = X.run_experiment("table1", "smoke", root, threads=1, strict=True)
+    assert m["status"] == "complete" and m["outputs"] == {"parameters": "table1/parameters.json"}
+    assert load_manifest(root, "table1")["outputs"] == m["outputs"]
+    data = json.loads((root / "table1" / "parameters.json").read_text())
+    assert data["kind"] == M.PARAMETER_COUNTS_KIND and data["preset"] == "smoke"
+    rows = {(r["dataset"], r["arch"], r.get("preset")): r for r in data["rows"]}
+    assert rows[("mnist", "resnet", None)]["beta_vae_params"] == 1_881_217
+    assert rows[("mnist", "resnet", None)]["mr_vae_params"] == 1_884_289
+    assert rows[("mnist", "conv", None)]["beta_vae_params"] == 17_526_977
+    for want in nvae_parameter_table(("small",)):                  # NVAE rows: the small model only at smoke
+        got = rows[(want["dataset"], "nvae", "small")]
+        assert (got["beta_vae_params"], got["mr_vae_params"]) == (want["beta_nvae_params"], want["mr_nvae_params"])
+    assert not any(r["arch"] == "nvae" and r["preset"] == "paper" for r in data["rows"])
+    assert rows[("mnist", "nvae", "small")]["paper_beta_vae_params"] is None   # the paper's row is the paper-size NVAE
+    table1.plot(root, tmp_path / "t1")
+    with (tmp_path / "t1.csv").open() as f:
+        t1 = {(r["Data"], r["Architecture"]): r for r in csv.DictReader(f)}
+    assert t1[("MNIST & Omniglot", "ResNet")]["MR-VAE (ours)"] == "1884289"
+    assert t1[("MNIST & Omniglot", "NVAE (small preset)")]["β-VAE (ours)"] == str(rows[("mnist", "nvae", "small")]
+                                                                               ["beta_vae_params"])
+
+
+def test_paper_figures_never_import_torch_or_model_code(results, tmp_path):
+    """Importing every paper_figures module and drawing every figure and table (regenerate on the synthetic
+    results, Table 1 included) leaves torch out of sys.modules; of ``deep`` only the torch-free manifest
+    schema is imported. Run in a fresh interpreter (this one has torch loaded)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import importlib, pkgutil, sys
+import paper_figures
+for mod in pkgutil.iter_modules(paper_figures.__path__):
+    importlib.import_module("paper_figures." + mod.name)
+from paper_figures.regenerate import regenerate
+res = regenerate({str(results)!r}, {str(tmp_path / "figs")!r}, log=None)
+print(sorted(r.name for r in res if r.status in ("written", "partial")))
+print("torch" in sys.modules)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("deep", "linvae", "cli")))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         cwd=tmp_path).stdout.splitlines()
+    assert out[0] == str(sorted(set(JOBS) - {"fig4"}))              # everything drawn (fig4 has no input here)
+    assert out[1] == "False"
+    assert out[2] == str(["deep", "deep.experiments", "deep.experiments.manifest", "deep.protocol"])

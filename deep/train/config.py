@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from deep.protocol import BASELINE_BETAS  # the paper's 10 baseline betas, defined once (torch-free)
 from linvae.conditioning import BETA_SAMPLING, BetaRange
 
 from . import distributed as D
@@ -36,8 +36,6 @@ OPTIMIZERS = ("adam", "adamax")
 PRECISIONS = D.PRECISIONS
 
 
-#: The paper's 10 baseline betas, log-spaced in [0.01, 10] (np.logspace(-2, 1, 10)).
-BASELINE_BETAS = tuple(float(b) for b in np.logspace(-2, 1, 10))
 
 
 #: Config fields that may change between a run and its resumption (they do not change the maths).

@@ -1,69 +1,41 @@
-"""The paper's experiments as data, and the runner that trains and evaluates them into a results root.
+"""The paper's experiments as data: one :class:`Experiment` per figure or table, three presets each.
 
-An *experiment* (one per figure or table, e.g. ``fig5_mnist``) has three *presets*:
+An *experiment* (e.g. ``fig5_mnist``) has three presets (:data:`deep.experiments.manifest.PRESETS`):
 
 * ``smoke``: seconds on a CPU; checks the pipeline end to end (tests use it); numbers are meaningless;
 * ``cpu``: what a 2-core machine finishes in about 1.5 h for the image experiments (about 3 h with the
-  beta-TCVAE, LSTM and NVAE families); every result is labelled ``REDUCED: ...``;
+  beta-TCVAE, LSTM and NVAE families); every result is labelled ``REDUCED: ...``; ``estimate_s`` is the
+  planned wall time on 2 quiet CPU cores (``mrvae-cli experiment list`` prints it);
 * ``paper``: the App. C protocol (200 epochs, the learning-rate grid {1e-2 ... 1e-5} selected at beta = 1 on
   the validation split, 3 seeds), GPU-sized.
 
 A preset is a list of *groups* (one curve or set of points of a figure): an MR-VAE (``kind="mr"``) or a
 beta-VAE sweep (``kind="sweep"``, one KL schedule, several betas). Every run of a group is one
-:class:`deep.train.TrainConfig` (all groups of a comparison share the same training settings), trained
-with :func:`deep.train.train` and evaluated with :func:`deep.evaluate.evaluate_run`.
+:class:`deep.train.TrainConfig` (all groups of a comparison share the same training settings); the runner
+(:mod:`deep.experiments.runner`) trains and evaluates them. Experiments outside the deep trainer (Fig. 4's
+linear VAE, Table 1's parameter counts) have no groups and a ``runner`` from
+:mod:`deep.experiments.standalone`.
 
-Layout of a results root (default ``results/<preset>/``)::
-
-    runs/<dataset>_<arch>/<tag>_lr<lr>_s<seed>_<hash>/   one run folder per distinct training config
-        config.json, metrics.jsonl, checkpoint.pt, summary.json, results/rd.json (+ images/)
-    manifests/<experiment>.json                          which runs and rd.json files make the figure
-
-Run folders are named by a hash of the non-default training fields, so experiments that need the same
-model (Fig. 1, Fig. 5 Omniglot, Table 2, Fig. 8's default range, Fig. 9's default gates) share one run.
-Running an experiment again skips finished runs and evaluations, resumes interrupted ones, and rewrites
-the manifest. Paths in a manifest are relative to the results root.
-
-Typical use::
-
-    from deep.experiments.paper import run_experiment
-    manifest = run_experiment("fig8_sensitivity", preset="cpu")     # results/cpu/manifests/fig8_sensitivity.json
+This module imports neither torch nor the models: listing the experiments is instant.
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import hashlib
 import importlib.util
-import json
-import math
-import os
-import time
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .manifest import BASELINE_BETAS, FIG7_BETAS, FIG7_RESULTS, PAPER_LRS, PAPER_SEEDS, PRESETS, RD_RESULTS
+from .standalone import run_linear, run_table1
+
 __all__ = [
-    "PRESETS", "PAPER_LRS", "PAPER_SEEDS", "BASELINE_BETAS", "ExperimentError", "Evaluation", "Group",
-    "Preset", "Experiment", "EXPERIMENTS", "RUN_ALL_ORDER", "get_experiment", "run_experiment",
-    "run_all", "run_command", "default_results_root", "manifest_path", "config_hash", "run_folder_name",
-    "missing_requirements", "CachedLoader",
+    "PRESETS", "SMOKE_BETAS", "ExperimentError", "Evaluation", "Group", "Preset", "Experiment", "EXPERIMENTS",
+    "RUN_ALL_ORDER", "get_experiment", "missing_requirements", "run_fields",
 ]
 
-PRESETS = ("smoke", "cpu", "paper")
-#: The paper's learning-rate grid (App. C) and seeds.
-PAPER_LRS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
-PAPER_SEEDS = (0, 1, 2)
-#: The paper's 10 baseline betas, np.logspace(-2, 1, 10).
-BASELINE_BETAS = tuple(float(b) for b in np.logspace(-2, 1, 10))
 SMOKE_BETAS = (0.01, 1.0, 10.0)
-#: Rows of Fig. 7 (prior samples across beta).
-FIG7_BETAS = (10.0, 1.0, 0.1, 0.01)
-MANIFEST_KIND = "mrvae experiment manifest"
-MANIFEST_VERSION = 1
 
 
 class ExperimentError(ValueError):
@@ -81,7 +53,7 @@ class Evaluation:
     always evaluated at its own beta. ``applies_to``: the group kinds that get this evaluation.
     """
 
-    name: str = "rd.json"
+    name: str = RD_RESULTS
     n_betas: int = 20
     betas: tuple[float, ...] | None = None
     max_examples: int | None = None
@@ -174,7 +146,7 @@ class Preset:
             for lr in (self.lrs or (g.config.get("lr", 1e-3),)):
                 for seed in self.seeds:
                     for beta in (g.betas if g.kind == "sweep" else (None,)):
-                        out.append((g, _run_fields(g, lr, seed, beta)))
+                        out.append((g, run_fields(g, lr, seed, beta)))
         return out
 
 
@@ -189,9 +161,10 @@ class Experiment:
     presets: dict
     requires: tuple[str, ...] = ()
     notes: str = ""
-    #: for an experiment outside the deep trainer (Fig. 4: the linear VAE), ``runner(preset, root, runtime,
-    #: say) -> (status, reason)`` does the whole work; its presets then have no groups
-    runner: Callable[..., tuple[str, str | None]] | None = None
+    #: for an experiment outside the deep trainer (Fig. 4: the linear VAE; Table 1: parameter counts),
+    #: ``runner(preset, root, runtime, *, say, progress) -> (status, reason, outputs)`` does the whole work
+    #: (see :mod:`deep.experiments.standalone`); its presets then have no groups
+    runner: Callable[..., tuple[str, str | None, dict]] | None = None
 
     def preset(self, name: str) -> Preset:
         if name not in self.presets:
@@ -199,7 +172,8 @@ class Experiment:
         return self.presets[name]
 
 
-def _run_fields(group: Group, lr: float, seed: int, beta: float | None) -> dict:
+def run_fields(group: Group, lr: float, seed: int, beta: float | None) -> dict:
+    """The TrainConfig fields of one run of ``group`` (``beta``: the sweep member; ``None`` for an MR-VAE)."""
     fields = dict(group.config)
     fields["lr"] = float(lr)
     fields["seed"] = int(seed)
@@ -356,7 +330,7 @@ def _fig6_fig7(fig: str) -> dict[str, Preset]:
         ev = _eval(p)
         extra = ()
         if fig == "fig7":
-            fig7_ev = Evaluation(name="rd_fig7.json", betas=FIG7_BETAS, n_betas=len(FIG7_BETAS),
+            fig7_ev = Evaluation(name=FIG7_RESULTS, betas=FIG7_BETAS, n_betas=len(FIG7_BETAS),
                                  max_examples=ev.max_examples, batch_size=ev.batch_size, images=True,
                                  n_images=8 if p != "smoke" else 4, applies_to=("mr",))
             extra = (fig7_ev,)
@@ -447,7 +421,7 @@ def _fig9() -> dict[str, Preset]:
     return out
 
 
-# -- families written by other modules (deep.models.tcvae, deep.models.text, deep.models.nvae.model) --------------------
+# -- families written by other modules (deep.models.tcvae, deep.models.text, deep.models.nvae.model) ---------
 def _fig8_tcvae() -> dict[str, Preset]:
     out = {}
     for p in PRESETS:
@@ -583,30 +557,8 @@ def _fig5_nvae() -> dict[str, Preset]:
                          estimate="~35 min on 2 CPU cores (10 small-NVAE runs of 100,000 examples; the previous "
                                   "preset's 5 runs of 6,000 took 65 s on 1 loaded thread, ~500 images/s)"
                                   if p == "cpu" else "",
-                         estimate_s=1800 if p == "cpu" else None)
+                         estimate_s=2100 if p == "cpu" else None)
     return out
-
-
-#: Fig. 4's presets map onto ``mrvae-cli linear compare --preset``
-_LINEAR_PRESETS = {"smoke": "smoke", "cpu": "default", "paper": "paper"}
-
-
-def _run_linear(preset: str, root: Path, runtime: dict, *, say: Callable[[str], None],
-                progress: bool = False) -> tuple[str, str | None]:
-    """Fig. 4: ``mrvae-cli linear compare --preset {smoke|default|paper} --out <root>/linear``."""
-    from linvae.experiment import PRESETS as LINEAR_PRESETS, run_linear_compare
-
-    cfg = LINEAR_PRESETS[_LINEAR_PRESETS[preset]]
-    updates: dict[str, Any] = {}
-    if runtime.get("threads"):
-        updates["threads"] = int(runtime["threads"])
-    if runtime.get("device") and runtime["device"] != "auto":
-        updates["device"] = runtime["device"]
-    cfg = dataclasses.replace(cfg, **updates)
-    out = root / "linear"
-    say(f" linear VAE, preset {cfg.preset}: {cfg.protocol_label()} -> {out / 'results.json'}")
-    run_linear_compare(cfg, out, data_dir=runtime.get("data_dir"), progress=progress)
-    return "complete", None
 
 
 def _fig4_presets() -> dict[str, Preset]:
@@ -615,13 +567,30 @@ def _fig4_presets() -> dict[str, Preset]:
                      "1 seed (paper: 200 epochs, LR grid, 3 seeds)",
               "paper": "paper protocol (`mrvae-cli linear compare --preset paper`, App. C.1)"}
     estimate = "~2 min on 2 quiet CPU cores (90 s measured)"
-    return {p: Preset(p, (), labels[p], estimate if p == "cpu" else "", None, None, (0,),
+    return {p: Preset(p, (), labels[p], estimate if p == "cpu" else "", 120 if p == "cpu" else None, None, (0,),
                       "valid", p == "paper") for p in PRESETS}
+
+
+def _table1_presets() -> dict[str, Preset]:
+    """Parameter counts do not depend on a training budget: the cpu and paper presets count the same models
+    (every Table 1 ConvNet/ResNet row, the NVAE at its 'paper' and 'small' model presets); smoke skips the
+    paper-size NVAE."""
+    full = ("parameter counts of the models of Table 1 (ConvNet and ResNet per dataset, NVAE at its 'paper' "
+            "model preset and at the 'small' one trained at --preset cpu), built on the CPU; nothing trained, "
+            "no data read; the same at the cpu and paper presets")
+    labels = {"smoke": "REDUCED (smoke preset): parameter counts of the ConvNet/ResNet rows of Table 1 and of the "
+                       "small NVAE only (the paper-size NVAE is not built); nothing trained",
+              "cpu": full, "paper": full}
+    estimate = "~5 s on 1 CPU core (the models are built, not trained)"
+    return {p: Preset(p, (), labels[p], estimate if p == "cpu" else "", 5 if p == "cpu" else None, None, (0,),
+                      "valid", p != "smoke") for p in PRESETS}
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("fig4", "Fig. 4: linear VAE on MNIST, MR-VAE vs 10 beta-VAEs vs the exact optimum", ("fig4",),
-               _fig4_presets(), runner=_run_linear),
+               _fig4_presets(), runner=run_linear),
+    Experiment("table1", "Table 1: parameter counts of beta-VAEs and MR-VAEs (ConvNet, ResNet, NVAE)",
+               ("table1",), _table1_presets(), runner=run_table1),
     Experiment("fig1", "Fig. 1: Omniglot ResNet RD curve (VAE, beta-VAEs with/without KL annealing, MR-VAE) "
                "with parameter counts and training times", ("fig1",), _fig1()),
     Experiment("fig5_mnist", "Fig. 5 (MNIST panels): ConvNet and ResNet, MR-VAE vs the 10-beta sweep",
@@ -648,8 +617,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
 ]}
 
 #: ``run all`` order: the experiments whose runs others reuse come first.
-RUN_ALL_ORDER = ("fig4", "fig5_omniglot", "fig5_mnist", "fig1", "table2", "fig8_sensitivity", "fig9", "fig6", "fig7",
-                 "fig8_tcvae", "fig5_yahoo", "fig5_nvae")
+RUN_ALL_ORDER = ("fig4", "table1", "fig5_omniglot", "fig5_mnist", "fig1", "table2", "fig8_sensitivity", "fig9",
+                 "fig6", "fig7", "fig8_tcvae", "fig5_yahoo", "fig5_nvae")
 assert sorted(RUN_ALL_ORDER) == sorted(EXPERIMENTS)
 
 
@@ -658,25 +627,6 @@ def get_experiment(name: str) -> Experiment:
     if name not in EXPERIMENTS:
         raise ExperimentError(f"unknown experiment {name!r}; choose one of: {', '.join(RUN_ALL_ORDER)} (or 'all')")
     return EXPERIMENTS[name]
-
-
-# ------------------------------------------------------------------------------------------
-# paths, names, availability
-# ------------------------------------------------------------------------------------------
-def default_results_root(preset: str) -> Path:
-    return Path("results") / preset
-
-
-def manifest_path(results_root: str | os.PathLike, experiment: str) -> Path:
-    return Path(results_root) / "manifests" / f"{experiment}.json"
-
-
-def run_command(experiment: str, preset: str = "cpu", results_root: str | os.PathLike | None = None) -> str:
-    """The command line that produces ``experiment``'s manifest."""
-    cmd = f"mrvae-cli experiment run {experiment} --preset {preset}"
-    if results_root is not None and Path(results_root) != default_results_root(preset):
-        cmd += f" --results {results_root}"
-    return cmd
 
 
 def missing_requirements(experiment: Experiment) -> list[str]:
@@ -690,404 +640,3 @@ def missing_requirements(experiment: Experiment) -> list[str]:
         if not found:
             missing.append(mod)
     return missing
-
-
-def _train_module():
-    from deep import train as T  # lazy: torch is imported only when running experiments
-    return T
-
-
-def _defaults() -> dict:
-    T = _train_module()
-    out = {}
-    for f in dataclasses.fields(T.TrainConfig):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            out[f.name] = f.default_factory()  # type: ignore[misc]
-    return out
-
-
-def _canon(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_canon(v) for v in value]
-    if isinstance(value, list):
-        return [_canon(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _canon(v) for k, v in sorted(value.items())}
-    return value
-
-
-def config_hash(config_dict: dict) -> str:
-    """10 hex digits identifying a training configuration: a hash of the fields that differ from the
-    TrainConfig defaults, runtime fields (device, threads, paths, evaluation sizes) excluded, so the hash
-    stays the same when new fields with defaults are added to TrainConfig."""
-    T = _train_module()
-    defaults = _defaults()
-    runtime = set(getattr(T, "RUNTIME_FIELDS", ())) | {"device", "num_threads", "out_dir", "data_dir", "run_name",
-                                                        "download", "n_betas", "iw_k", "eval_batch_size"}
-    relevant = {}
-    for k, v in config_dict.items():
-        if k in runtime:
-            continue
-        if k in defaults and _canon(defaults[k]) == _canon(v):
-            continue
-        relevant[k] = _canon(v)
-    text = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def run_folder_name(config_dict: dict) -> str:
-    """``<mr|beta<b>_<schedule>>_lr<lr>_s<seed>_<hash>`` (readable, and unique per training config)."""
-    if config_dict.get("mr", True):
-        tag = "mr"
-    else:
-        tag = f"beta{float(config_dict['beta']):.4g}_{config_dict.get('kl_schedule', 'constant')}"
-    return f"{tag}_lr{float(config_dict['lr']):g}_s{int(config_dict.get('seed', 0))}_{config_hash(config_dict)}"
-
-
-# ------------------------------------------------------------------------------------------
-# the runner
-# ------------------------------------------------------------------------------------------
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _rd_matches(path: Path, ev: Evaluation, kind: str) -> bool:
-    """Whether an existing result file was written with ``ev``'s beta grid and example count."""
-    try:
-        rd = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    betas = rd.get("beta")
-    if not isinstance(betas, list) or not betas:
-        return False
-    if kind == "mr":
-        if ev.betas is not None:
-            if len(betas) != len(ev.betas) or not np.allclose(sorted(betas), sorted(ev.betas), rtol=1e-9):
-                return False
-        elif len(betas) != ev.n_betas:
-            return False
-    n = (rd.get("evaluation") or {}).get("n_examples")
-    if ev.max_examples is not None and n is not None and n > ev.max_examples:
-        return False
-    if ev.max_examples is None and n is not None:
-        total = (rd.get("protocol") or {}).get("n") if isinstance(rd.get("protocol"), dict) else None
-        if total is not None and n < total:
-            return False
-    if ev.fid_samples and "fid" not in rd and "fid" not in (rd.get("estimators") or {}):
-        return False
-    return True
-
-
-def _selection_evaluation(preset: Preset) -> Evaluation:
-    return Evaluation(name=f"rd_select_{preset.selection_split}.json", betas=(1.0,), n_betas=1,
-                      max_examples=None, batch_size=100, images=False, split=preset.selection_split)
-
-
-def _needs_selection(preset: Preset) -> bool:
-    return preset.lrs is not None and len(preset.lrs) > 1
-
-
-def _selection_member(group: Group) -> float | None:
-    """The sweep member used for LR selection: the beta closest to 1 (log scale)."""
-    if group.kind != "sweep":
-        return None
-    return min(group.betas, key=lambda b: abs(math.log(b)))
-
-
-def _train_and_evaluate(fields: dict, group: Group, evaluations: list[Evaluation], *, root: Path,
-                        data_factory: Callable | None, progress: bool, say: Callable[[str], None],
-                        device: str) -> dict:
-    T = _train_module()
-    from deep.evaluate import evaluate_run
-    from deep.train.runs import RunPaths, read_json
-
-    config = T.TrainConfig(**fields)
-    run_dir = T.run_dir_for(config)
-    paths = RunPaths(run_dir)
-    record: dict[str, Any] = {"lr": config.lr, "seed": config.seed,
-                              "beta": None if config.mr else config.beta,
-                              "run_dir": _rel(run_dir, root), "results": {}}
-    if paths.summary.exists():
-        record["trained"] = "skipped (already complete)"
-    else:
-        resume = paths.checkpoint.exists()
-        say(f"  {'resuming' if resume else 'training'} {run_dir.name} ({config.epochs} epoch(s))")
-        data = data_factory(config, "train") if data_factory else None
-        t0 = time.perf_counter()
-        T.train(config, resume=resume, data=data, progress=progress, log=None)
-        record["trained"] = f"trained in {time.perf_counter() - t0:.1f} s" + (" (resumed)" if resume else "")
-    summary = read_json(paths.summary) if paths.summary.exists() else {}
-    cfg_json = read_json(paths.config) if paths.config.exists() else {}
-    record["train_time_s"] = summary.get("time_s")
-    record["examples_per_s"] = summary.get("examples_per_s")
-    record["n_params"] = summary.get("n_params", cfg_json.get("n_params"))
-    record["epochs"] = summary.get("epochs")
-    record["n_train"] = cfg_json.get("n_train")
-    for ev in evaluations:
-        if group.kind not in ev.applies_to:
-            continue
-        out = paths.results / ev.name
-        if out.exists() and _rd_matches(out, ev, group.kind):
-            record["results"][ev.name] = _rel(out, root)
-            continue
-        say(f"  evaluating {run_dir.name} -> results/{ev.name}")
-        data = data_factory(config, ev.split) if data_factory else None
-        kw = ev.kwargs()
-        if group.kind != "mr":
-            kw.pop("betas")
-        evaluate_run(run_dir, **kw, device=device, data=data, data_dir=config.data_dir, progress=progress)
-        record["results"][ev.name] = _rel(out, root)
-    record["status"] = "complete"
-    return record
-
-
-class CachedLoader:
-    """``callable(config, split) -> data``: the real splits (via the dataset's loader in
-    :mod:`deep.models.registry`), each loaded once per (dataset, split, data options, data root) and reused by
-    every run of an experiment (loading Yahoo or the Omniglot PNGs takes seconds each time)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
-
-    def __call__(self, config: Any, split: str) -> Any:
-        key = json.dumps([config.dataset, split, _canon(dict(config.data_options or {})), config.data_dir,
-                          bool(config.download)], sort_keys=True, default=str)
-        if key not in self._cache:
-            T = _train_module()
-            load = getattr(T, "load_data", None)
-            if load is not None:
-                self._cache[key] = load(config, split)
-            elif split == "train":
-                from deep.train.loop import load_train_data
-                self._cache[key] = load_train_data(config)
-            else:
-                from deep.evaluate import load_eval_data
-                self._cache[key] = load_eval_data(config, split)
-        return self._cache[key]
-
-
-def _select_lr(group_rec: dict, group: Group, preset: Preset, root: Path) -> None:
-    """Fill ``selected_lr`` and ``selection`` of a group record (App. C: lowest loss at beta = 1)."""
-    runs = [r for r in group_rec["runs"] if r.get("status") == "complete"]
-    if not runs:
-        group_rec["selected_lr"] = None
-        return
-    if not _needs_selection(preset):
-        group_rec["selected_lr"] = runs[0]["lr"]
-        group_rec["selection"] = {"criterion": "single learning rate (no grid)"}
-        return
-    ev = _selection_evaluation(preset)
-    member = _selection_member(group)
-    per_lr: dict[str, list[float]] = {}
-    for r in runs:
-        if member is not None and not math.isclose(r["beta"], member, rel_tol=1e-9):
-            continue
-        path = r["results"].get(ev.name)
-        if not path:
-            continue
-        rd = json.loads((root / path).read_text())
-        j = int(np.argmin([abs(math.log(b)) for b in rd["beta"]]))
-        per_lr.setdefault(f"{r['lr']:g}", []).append(float(rd["loss"][j]))
-    if not per_lr:
-        group_rec["selected_lr"] = None
-        group_rec["selection"] = {"criterion": "no complete selection run"}
-        return
-    means = {lr: float(np.mean(v)) for lr, v in per_lr.items()}
-    best = min(means, key=means.get)
-    group_rec["selected_lr"] = float(best)
-    group_rec["selection"] = {
-        "criterion": (f"lowest mean-over-seeds loss D + beta R at beta = {member if member else 1:g} on the "
-                      f"{preset.selection_split} split"
-                      + (" (the sweep's beta = 1 run)" if member is not None else " (MR-VAE queried at beta = 1)")),
-        "mean_loss_per_lr": means, "seeds_per_lr": {lr: len(v) for lr, v in per_lr.items()}}
-
-
-def _unavailable_config(fields: dict) -> str | None:
-    """Why ``fields`` cannot become a TrainConfig in this checkout (unknown fields), else None."""
-    T = _train_module()
-    known = {f.name for f in dataclasses.fields(T.TrainConfig)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        return (f"TrainConfig has no field(s) {unknown} yet (deep/train.py must add them; see "
-                "notes/families.md)")
-    return None
-
-
-def run_experiment(name: str, preset: str = "cpu", results_root: str | os.PathLike | None = None, *,
-                   data_dir: str | None = None, device: str = "auto", threads: int | None = None,
-                   progress: bool = False, log: Callable[[str], None] | None = None,
-                   data_factory: Callable[[Any, str], Any] | None = None, strict: bool = False) -> dict:
-    """Train and evaluate every run of experiment ``name`` at ``preset``; write and return its manifest.
-
-    Parameters
-    ----------
-    results_root: default ``results/<preset>``. data_dir, device, threads: passed to every run (runtime
-        settings; they do not change run folder names). progress: tqdm bars. log: callable(str).
-    data_factory: ``callable(config, split) -> data object`` (tests: synthetic data); ``None``: the real
-        splits through :class:`CachedLoader` (each split loaded once per call).
-    strict: re-raise the first training/evaluation error instead of recording it as a failed run.
-
-    Missing modules (``requires``) or TrainConfig fields make the experiment ``unavailable``; missing data
-    makes a group ``unavailable``; a failing run is recorded as ``failed`` (with the error) and the others
-    continue. Returns the manifest dict (``manifest["path"]`` is where it was written).
-    """
-    if preset not in PRESETS:
-        raise ExperimentError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
-    exp = get_experiment(name)
-    spec = exp.preset(preset)
-    root = Path(results_root) if results_root is not None else default_results_root(preset)
-    root.mkdir(parents=True, exist_ok=True)
-    say = log or (lambda msg: None)
-    mpath = manifest_path(root, name)
-    t_start = time.perf_counter()
-    manifest: dict[str, Any] = {
-        "kind": MANIFEST_KIND, "version": MANIFEST_VERSION, "experiment": name, "title": exp.title,
-        "figures": list(exp.figures), "preset": preset, "paper_protocol": spec.paper_protocol,
-        "budget": spec.budget, "estimate": spec.estimate, "status": "running", "reason": None,
-        "requires": list(exp.requires), "notes": exp.notes,
-        "lrs": list(spec.lrs) if spec.lrs else None, "seeds": list(spec.seeds),
-        "selection_split": spec.selection_split if _needs_selection(spec) else None,
-        "command": run_command(name, preset, root), "runtime": {"device": device, "threads": threads,
-                                                                "data_dir": data_dir},
-        "started": _now(), "updated": _now(), "wall_time_s": 0.0, "groups": [],
-    }
-    group_recs = []
-    for g in spec.groups:
-        rec = g.to_dict()
-        rec.update({"status": "pending", "reason": None, "runs": [], "selected_lr": None})
-        if g.unavailable:
-            rec.update(status="unavailable", reason=g.unavailable)
-        group_recs.append(rec)
-    manifest["groups"] = group_recs
-
-    def flush() -> None:
-        manifest["updated"] = _now()
-        manifest["wall_time_s"] = round(time.perf_counter() - t_start, 3)
-        _write_json_atomic(mpath, manifest)
-
-    missing = missing_requirements(exp)
-    if not missing:
-        all_fields: dict = {}
-        for _, fields in spec.runs():
-            all_fields.update(fields)
-        why = _unavailable_config(all_fields)
-        if why:
-            missing = [why]
-    if missing:
-        reason = ("requires " + ", ".join(missing)) if all(m.startswith("deep.") for m in missing) else missing[0]
-        manifest.update(status="unavailable", reason=f"unavailable: {reason}")
-        for rec in group_recs:
-            if rec["status"] != "unavailable":
-                rec.update(status="unavailable", reason=manifest["reason"])
-        flush()
-        say(f"{name}: {manifest['reason']} (manifest written: {mpath})")
-        manifest["path"] = str(mpath)
-        return manifest
-
-    from linvae.dataroot import DatasetMissingError
-
-    if exp.runner is not None:
-        say(f"{name} [{preset}]: {exp.title}")
-        try:
-            status, reason = exp.runner(preset, root, {"data_dir": data_dir, "device": device, "threads": threads},
-                                        say=say, progress=progress)
-        except DatasetMissingError as exc:
-            status, reason = "unavailable", f"data missing: {exc}"
-        except Exception as exc:  # recorded like a failed run (strict: re-raise)
-            if strict:
-                raise
-            status, reason = "failed", f"{type(exc).__name__}: {exc}"
-        manifest.update(status=status, reason=reason)
-        flush()
-        say(f"{name}: {status}{' (' + reason + ')' if reason else ''} (manifest: {mpath})")
-        manifest["path"] = str(mpath)
-        return manifest
-
-    if data_factory is None:
-        data_factory = CachedLoader()
-    if threads:
-        import torch
-        torch.set_num_threads(int(threads))
-    say(f"{name} [{preset}]: {exp.title}")
-    selection = _needs_selection(spec)
-    for g, rec in zip(spec.groups, group_recs):
-        if g.unavailable:
-            say(f" {g.key}: unavailable ({g.unavailable})")
-            continue
-        say(f" {g.key}: {g.label} ({g.kind}{', ' + str(len(g.betas)) + ' betas' if g.kind == 'sweep' else ''})")
-        rec["status"] = "running"
-        flush()
-        for lr in (spec.lrs or (g.config.get("lr", 1e-3),)):
-            for seed in spec.seeds:
-                for beta in (g.betas if g.kind == "sweep" else (None,)):
-                    fields = _run_fields(g, lr, seed, beta)
-                    sub = f"{fields['dataset']}_{fields['arch']}"
-                    fields.update(out_dir=str(root / "runs" / sub), run_name=run_folder_name(fields),
-                                  device=device, num_threads=threads, data_dir=data_dir)
-                    evals = list(g.evaluations)
-                    if selection and (g.kind == "mr" or math.isclose(beta, _selection_member(g), rel_tol=1e-12)):
-                        evals.append(_selection_evaluation(spec))
-                    try:
-                        run_rec = _train_and_evaluate(fields, g, evals, root=root, data_factory=data_factory,
-                                                      progress=progress, say=say, device=device)
-                    except DatasetMissingError as exc:
-                        rec.update(status="unavailable", reason=f"data missing: {exc}")
-                        say(f"  {g.key}: data missing, group skipped: {exc}")
-                        break
-                    except Exception as exc:  # recorded, the experiment goes on (strict: re-raise)
-                        if strict:
-                            raise
-                        run_rec = {"lr": fields["lr"], "seed": fields["seed"], "beta": beta,
-                                   "run_dir": _rel(Path(fields["out_dir"]) / fields["run_name"], root),
-                                   "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                                   "traceback": traceback.format_exc(limit=8), "results": {}}
-                        say(f"  FAILED {fields['run_name']}: {type(exc).__name__}: {exc}")
-                    rec["runs"].append(run_rec)
-                    flush()
-                if rec["status"] == "unavailable":
-                    break
-            if rec["status"] == "unavailable":
-                break
-        if rec["status"] == "unavailable":
-            continue
-        failed = [r for r in rec["runs"] if r["status"] != "complete"]
-        rec["status"] = "complete" if not failed else ("failed" if len(failed) == len(rec["runs"]) else "partial")
-        if failed:
-            rec["reason"] = f"{len(failed)} of {len(rec['runs'])} runs failed; first: {failed[0].get('error')}"
-        _select_lr(rec, g, spec, root)
-        flush()
-    states = {r["status"] for r in group_recs}
-    if states <= {"complete"}:
-        manifest["status"] = "complete"
-    elif "complete" in states or "partial" in states:
-        manifest["status"] = "partial"
-    elif states <= {"unavailable"}:
-        manifest["status"] = "unavailable"
-        manifest["reason"] = "unavailable: " + "; ".join(sorted({r["reason"] for r in group_recs if r["reason"]}))
-    else:
-        manifest["status"] = "failed"
-    flush()
-    say(f"{name}: {manifest['status']} (manifest: {mpath})")
-    manifest["path"] = str(mpath)
-    return manifest
-
-
-def run_all(preset: str = "smoke", results_root: str | os.PathLike | None = None, **kwargs: Any) -> list[dict]:
-    """Run every experiment in :data:`RUN_ALL_ORDER` (shared runs are trained once); returns the manifests."""
-    return [run_experiment(name, preset, results_root, **kwargs) for name in RUN_ALL_ORDER]
