@@ -7,7 +7,10 @@ and far below ``import torch``.
 
 Usage::
 
-    python bench/bench_cli_startup.py [--rounds 7]
+    python bench/bench_cli_startup.py [--rounds 7] [--baseline DIR]
+
+``--baseline DIR`` adds ``mrvae-cli --help`` run from another checkout (e.g. an older commit unpacked with
+``git archive <commit> | tar -x -C DIR``), interleaved with the others, for a before/after ratio.
 """
 from __future__ import annotations
 
@@ -33,33 +36,40 @@ _WRAP = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=
          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
 
 
-def measure(cmd: list[str], env: dict) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one fresh run of ``cmd``."""
+def measure(cmd: list[str], env: dict, root: Path = ROOT) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one fresh run of ``cmd`` with ``root`` first on the path."""
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
-    subprocess.run(cmd, stdout=subprocess.DEVNULL, env=env, check=True, cwd=ROOT)
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, env=env, check=True, cwd=root)
     wall = time.perf_counter() - t0
     out = subprocess.run([sys.executable, "-c", _WRAP, *cmd], capture_output=True, text=True, env=env,
-                         check=True, cwd=ROOT)
+                         check=True, cwd=root)
     return wall, float(out.stdout.strip())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--baseline", type=Path, default=None, help="another checkout to time --help from")
     args = parser.parse_args()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": "1"}
-    walls: dict[str, list[float]] = {k: [] for k in COMMANDS}
-    rss: dict[str, list[float]] = {k: [] for k in COMMANDS}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {name: (cmd, ROOT) for name, cmd in COMMANDS.items()}
+    if args.baseline is not None:
+        runs["mrvae-cli --help (baseline)"] = (COMMANDS["mrvae-cli --help"], args.baseline.resolve())
+    walls: dict[str, list[float]] = {k: [] for k in runs}
+    rss: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
-        for name, cmd in COMMANDS.items():
-            w, m = measure(cmd, env)
+        for name, (cmd, root) in runs.items():
+            w, m = measure(cmd, env, root)
             walls[name].append(w)
             rss[name].append(m)
     med = {k: statistics.median(v) for k, v in walls.items()}
-    print(f"{'command':<30} {'median s':>9} {'min s':>7} {'peak MB':>8}   ({args.rounds} rounds)")
-    for name in COMMANDS:
-        print(f"{name:<30} {med[name]:9.3f} {min(walls[name]):7.3f} {max(rss[name]):8.0f}")
+    print(f"{'command':<32} {'median s':>9} {'min s':>7} {'peak MB':>8}   ({args.rounds} rounds)")
+    for name in runs:
+        print(f"{name:<32} {med[name]:9.3f} {min(walls[name]):7.3f} {max(rss[name]):8.0f}")
+    if args.baseline is not None:
+        print(f"mrvae-cli --help: {med['mrvae-cli --help (baseline)'] / med['mrvae-cli --help']:.1f}x faster than "
+              f"the baseline checkout")
     bare, torch_ = med["python -c pass"], med["python -c 'import torch'"]
     for name in ("mrvae-cli --help", "mrvae-cli deep train --help"):
         print(f"{name}: {med[name] / torch_:.2f}x the time of `import torch`, "
