@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -139,7 +140,9 @@ def _field_option(f: Any, hints: dict) -> Callable:
     name, help_text = f.name, field_help(f.name)
     default = f.default_factory() if f.default is dataclasses.MISSING else f.default
     hint = hints[name]
-    base = [a for a in typing.get_args(hint) if a is not type(None)][0] if typing.get_args(hint) else hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):   # X | None: an option whose default is None
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = typing.get_origin(hint) or hint
     if name == "mr":
         return click.option("--mr/--beta-vae", "mr", default=default, show_default=True, help=help_text)
     if name == "arch":
@@ -154,12 +157,14 @@ def _field_option(f: Any, hints: dict) -> Callable:
         return click.option(*names, name, multiple=True, metavar="KEY=VALUE", help=help_text + " Repeatable.")
     if base is bool:
         return click.option(*names, name, is_flag=True, default=default, help=help_text)
-    if field_choices(name) is not None:
+    if f.metadata.get("choices") is not None:     # the names are read when needed, not now
         kind = _NameChoice(lambda name=name: field_choices(name), _WHAT.get(name, name))
-    else:
-        kind = {int: int, float: float, str: str}[base]
+    elif base in (int, float, str):
+        kind = base
         if name in ("data_dir", "out_dir"):
             kind = click.Path(file_okay=False)
+    else:
+        raise TypeError(f"TrainConfig.{name}: no CLI option for type {hint!r}; add one in cli/deep.py")
     return click.option(*names, name, type=kind, default=default, show_default=default is not None,
                         help=help_text)
 

@@ -27,6 +27,7 @@ def invoke(*args: str):
 @pytest.fixture
 def trained(monkeypatch, tmp_path):
     """Replace the trainer by a spy: returns the configs it was given (``deep train`` then stops, --no-eval)."""
+    import deep.experiments.sweep  # noqa: F401  (imported unpatched: it binds loop.train at import)
     from deep.train import loop
 
     seen: list[TrainConfig] = []
@@ -202,7 +203,7 @@ def test_bad_values_stop_before_training(trained, option, value, fragments):
     assert trained == []
 
 
-def test_sweep_eval_examples_zero_stops_before_training(trained, monkeypatch):
+def test_sweep_eval_examples_zero_stops_before_training(monkeypatch):
     import deep.experiments.sweep as SW
 
     monkeypatch.setattr(SW, "sweep", lambda *a, **k: pytest.fail("the sweep ran"))
