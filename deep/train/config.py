@@ -110,8 +110,7 @@ class TrainConfig:
     its options, defaults and help from these fields.
     """
 
-    dataset: str = _doc("omniglot", "Dataset: mnist (static binary), omniglot, cifar10, svhn, celeba64, "
-                        "dsprites, yahoo.", choices=_dataset_names)
+    dataset: str = _doc("omniglot", "Dataset (mnist: the static binary MNIST).", choices=_dataset_names)
     arch: str = _doc("resnet", "Model family: conv, resnet (images), nvae (mnist/omniglot/celeba64), mlp "
                      "(dsprites), lstm (yahoo).", choices=_arch_names)
     mr: bool = _doc(True, "An MR-VAE (one model for the whole beta range) or, when false, a beta-VAE at beta.")
