@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 import warnings
 from typing import Iterator
 
 import click
 
-from linvae.conditioning import BetaRangeError
 from linvae.dataroot import DataIntegrityError, DatasetMissingError
 
 data_dir_option = click.option(
@@ -20,16 +20,19 @@ data_dir_option = click.option(
 def user_errors() -> Iterator[None]:
     """Turn errors a user can cause and fix into ``click.ClickException`` (one clear message, exit
     code 1, no traceback) and print each distinct warning once on stderr."""
-    from deep.train.runs import RunError  # noqa: PLC0415 (deep imports linvae, not cli)
-
-    expected = (DatasetMissingError, DataIntegrityError, BetaRangeError, RunError, ValueError,
-                FileNotFoundError, FloatingPointError)
+    # ValueError covers linvae.conditioning.BetaRangeError and deep.train.ConfigError
+    expected = (DatasetMissingError, DataIntegrityError, ValueError, FileNotFoundError, FloatingPointError)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yield
-        except expected as exc:
-            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            # a RunError can only come from deep.train.runs once it is imported: looking it up here keeps
+            # commands that never touch a run (e.g. `figures`) free of torch
+            runs = sys.modules.get("deep.train.runs")
+            if isinstance(exc, expected) or (runs is not None and isinstance(exc, runs.RunError)):
+                raise click.ClickException(str(exc)) from None
+            raise
         finally:
             seen = set()
             for w in caught:

@@ -6,42 +6,49 @@ mistakes become short messages (``click.ClickException``), never tracebacks.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import click
-import numpy as np
 
 from .common import parse_floats, user_errors
-
-
-_TRAIN_DEFAULT_EPOCHS = 10
 
 
 # ------------------------------------------------------------------------------------------
 # error handling
 # ------------------------------------------------------------------------------------------
-def _trainable_datasets() -> list[str]:
-    from deep.models.registry import valid_datasets
+class _NameChoice(click.Choice):
+    """A ``click.Choice`` whose names are read from their source (a TrainConfig field's list, e.g. the
+    dataset registry) each time they are needed, so a family registered after the CLI was built (tests,
+    plug-ins) is accepted and listed. An unknown name says ``unknown <what> '<name>'; choose one of: ...``."""
 
-    return valid_datasets()
+    def __init__(self, names: Callable[[], Sequence[str]], what: str) -> None:
+        self._names = names
+        self.what = what
+        super().__init__((), case_sensitive=True)
 
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self._names())
 
-def _check_dataset(name: str) -> str:
-    valid = _trainable_datasets()
-    if name not in valid:
-        raise click.BadParameter(f"unknown dataset {name!r}; choose one of: {', '.join(valid)}",
-                                 param_hint="'--dataset'")
-    return name
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click.Choice.__init__ assigns it; the source stays the truth
+        pass
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        names = self.choices
+        if value in names:
+            return value
+        self.fail(f"unknown {self.what} {value!r}; choose one of: {', '.join(names)}", param, ctx)
 
 
 def _check_arch(name: str, dataset: str) -> str:
     from deep.models.registry import family_names, family_spec
 
-    if name not in family_names():
-        raise click.BadParameter(f"unknown architecture {name!r}; choose one of: {', '.join(family_names())}",
-                                 param_hint="'--arch'")
     if dataset not in family_spec(name).datasets:
         fits = [a for a in family_names() if dataset in family_spec(a).datasets]
         raise click.BadParameter(f"architecture {name!r} does not train on {dataset!r}; for {dataset} choose "
@@ -63,18 +70,18 @@ def _parse_options(items: tuple[str, ...], option: str) -> dict:
     return out
 
 
-def _family_defaults(opts: dict, fields: dict) -> dict:
+def _family_defaults(fields: dict) -> dict:
     """Fill the fields the user left at their CLI defaults with the family's recommended values
-    (:func:`deep.models.registry.recommended_settings`, e.g. batch 2048 and beta range [0.1, 10] for dSprites)."""
+    (:func:`deep.models.registry.recommended_settings`, e.g. batch 2048 and beta range [0.1, 10] for
+    dSprites). A field is the user's when its option came from the command line or the environment."""
     from click.core import ParameterSource
 
     from deep.models.registry import recommended_settings
 
     ctx = click.get_current_context()
     rec = recommended_settings(fields["dataset"], fields["arch"], fields.get("model_options"))
-    option_of = {"beta_a": "beta_range", "beta_b": "beta_range", "num_threads": "threads"}
     for key, value in rec.items():
-        name = option_of.get(key, key)
+        name = _PARAM_OF.get(key, key)
         source = ctx.get_parameter_source(name) if name in ctx.params else ParameterSource.DEFAULT
         if source in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None):
             if isinstance(value, dict):
@@ -89,75 +96,114 @@ def _float_list(text: str | None, what: str) -> list[float] | None:
 
 
 # ------------------------------------------------------------------------------------------
-# shared options
+# the training options, generated from TrainConfig's fields (defaults, help, choices)
 # ------------------------------------------------------------------------------------------
-def _common_train_options(f):
+#: Fields spelled otherwise than ``--<field-name>`` (the first spelling is the documented one).
+_OPTION_NAMES: dict[str, tuple[str, ...]] = {
+    "num_threads": ("--threads", "--num-threads"),
+    "out_dir": ("--out", "--out-dir"),
+    "val_max_examples": ("--val-examples", "--val-max-examples"),
+    "model_options": ("--model-option",),
+    "data_options": ("--data-option",),
+    "eval_options": ("--eval-option",),
+}
+
+#: What an unknown value of an enumerated field is called in the error message.
+_WHAT = {"arch": "architecture", "enc_gate": "gate kind", "dec_gate": "gate kind"}
+
+#: The click parameter that sets a field, when it is not the field's own option.
+_PARAM_OF = {"beta_a": "beta_range", "beta_b": "beta_range"}
+
+#: Fields that ``deep sweep`` sets itself (mr, beta, kl_schedule) or that only an MR-VAE uses.
+_SWEEP_EXCLUDED = frozenset({"mr", "beta", "kl_schedule", "beta_a", "beta_b", "beta_sampling", "enc_gate",
+                             "dec_gate", "hyper_hidden"})
+
+
+class _IntTuple(click.ParamType):
+    """``"64,64"`` -> ``(64, 64)``; ``""`` -> ``()``."""
+
+    name = "INTS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, (tuple, list)):
+            return tuple(int(v) for v in value)
+        try:
+            return tuple(int(v) for v in str(value).replace(" ", "").split(",") if v)
+        except ValueError:
+            self.fail(f"expected comma-separated integers, got {value!r}", param, ctx)
+
+
+def _field_option(f: Any, hints: dict) -> Callable:
+    """The click option of TrainConfig field ``f`` (type, default and help from the field)."""
+    from deep.train.config import field_choices, field_help
+
+    name, help_text = f.name, field_help(f.name)
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    hint = hints[name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):   # X | None: an option whose default is None
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = typing.get_origin(hint) or hint
+    if name == "mr":
+        return click.option("--mr/--beta-vae", "mr", default=default, show_default=True, help=help_text)
+    if name == "arch":
+        return click.option("--arch", "arch", type=_NameChoice(lambda: field_choices("arch"), "architecture"),
+                            default=None, help=help_text + " Default: resnet for images, the dataset's only "
+                            "family otherwise.")
+    if name == "hyper_hidden":
+        return click.option("--hyper-hidden", "hyper_hidden", type=_IntTuple(), default="", metavar="W,W,...",
+                            help=help_text + " E.g. 16,16.")
+    names = _OPTION_NAMES.get(name, ("--" + name.replace("_", "-"),))
+    if base is dict:
+        return click.option(*names, name, multiple=True, metavar="KEY=VALUE", help=help_text + " Repeatable.")
+    if base is bool:
+        return click.option(*names, name, is_flag=True, default=default, help=help_text)
+    if f.metadata.get("choices") is not None:     # the names are read when needed, not now
+        kind = _NameChoice(lambda name=name: field_choices(name), _WHAT.get(name, name))
+    elif base in (int, float, str):
+        kind = base
+        if name in ("data_dir", "out_dir"):
+            kind = click.Path(file_okay=False)
+    else:
+        raise TypeError(f"TrainConfig.{name}: no CLI option for type {hint!r}; add one in cli/deep.py")
+    return click.option(*names, name, type=kind, default=default, show_default=default is not None,
+                        help=help_text)
+
+
+def _config_options(exclude: frozenset = frozenset()) -> Callable:
+    """Decorator adding one option per TrainConfig field (minus ``exclude``): ``--beta-range A B`` sets
+    beta_a and beta_b; every other field has its own option (:data:`_OPTION_NAMES`)."""
+    from deep.train.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = TrainConfig.__dataclass_fields__
+    opts = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in exclude:
+            continue
+        if f.name == "beta_a":
+            opts.append(click.option(
+                "--beta-range", "beta_range", nargs=2, type=float, metavar="A B", show_default=True,
+                default=(defaults["beta_a"].default, defaults["beta_b"].default),
+                help="MR-VAE training range of beta, log-uniform (sets beta_a and beta_b)."))
+        elif f.name != "beta_b":
+            opts.append(_field_option(f, hints))
+
+    def decorate(func: Callable) -> Callable:
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+
+    return decorate
+
+
+def _cli_options(f: Callable) -> Callable:
+    """The options ``deep train`` and ``deep sweep`` share that are not TrainConfig fields."""
     opts = [
-        click.option("--dataset", default="omniglot", show_default=True,
-                     help="mnist (static binary), omniglot, cifar10, svhn, celeba64, dsprites, yahoo."),
-        click.option("--arch", default=None,
-                     help="conv, resnet (images), nvae (mnist/omniglot/celeba64), mlp (dsprites), lstm "
-                          "(yahoo). Default: resnet for images, the dataset's only family otherwise."),
-        click.option("--objective", type=click.Choice(["elbo", "tcvae"]), default="elbo", show_default=True,
-                     help="tcvae: beta weighs the total correlation only (beta-TCVAE; dsprites default)."),
         click.option("--preset", default=None,
                      help="Architecture preset (nvae: small | paper; same as --model-option preset=...)."),
-        click.option("--model-option", "model_option", multiple=True, metavar="KEY=VALUE",
-                     help="Architecture option, repeatable (e.g. preset=small for nvae, dropout=0.5 for lstm, "
-                          "monotone_decoder=false for the paper's free decoder gates in conv/resnet MR-VAEs; "
-                          "the CLI default keeps them non-increasing in beta)."),
-        click.option("--eval-option", "eval_option", multiple=True, metavar="KEY=VALUE",
-                     help="Option of the family's evaluation sweep, repeatable (e.g. mig_samples=2000)."),
-        click.option("--data-option", "data_option", multiple=True, metavar="KEY=VALUE",
-                     help="Dataset option, repeatable (e.g. train_split=valid for yahoo, source=subgrid "
-                          "for dsprites)."),
-        click.option("--epochs", type=int, default=_TRAIN_DEFAULT_EPOCHS, show_default=True,
-                     help="Training epochs (the paper trains 200; the default is CPU-sized)."),
-        click.option("--batch-size", type=int, default=128, show_default=True),
-        click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate."),
-        click.option("--hyper-lr-mult", type=float, default=30.0, show_default=True,
-                     help="Learning-rate multiplier for the MR gates' hyper-networks."),
-        click.option("--lr-warmup-epochs", type=float, default=0.0, show_default=True,
-                     help="Linear learning-rate warm-up (epochs), then cosine decay."),
-        click.option("--min-lr", type=float, default=1e-6, show_default=True, help="End of the cosine decay."),
-        click.option("--lr-schedule", type=click.Choice(["cosine", "plateau", "constant"]), default="cosine",
-                     show_default=True, help="plateau: x0.5 when the validation loss stalls for "
-                                             "--plateau-patience epochs."),
-        click.option("--plateau-patience", type=int, default=2, show_default=True),
-        click.option("--val-split", default=None,
-                     help="Split scored after every epoch (val_loss in metrics.jsonl; drives --lr-schedule "
-                          "plateau), e.g. valid."),
-        click.option("--val-examples", type=int, default=None, help="Validate on the first N examples only."),
-        click.option("--optimizer", type=click.Choice(["adam", "adamax"]), default="adam", show_default=True),
-        click.option("--weight-decay", type=float, default=0.0, show_default=True),
-        click.option("--grad-clip", type=float, default=None, help="Clip the gradient norm (default: off)."),
-        click.option("--latent-dim", type=int, default=None, help="Default: the dataset's (32/256/64)."),
-        click.option("--distortion", default=None,
-                     help="bernoulli | sse | half_sse | gaussian_nll (default: bernoulli for binary, sse for colour)."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--threads", type=int, default=None, help="torch CPU threads."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
-                     help="Mixed precision: bf16 autocast (CPU or GPU) or fp16 autocast with loss scaling (GPU "
-                          "only); rate, distortion and loss stay float32."),
-        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                     help="Data root (default: $MRVAE_DATA, else ~/.cache/mrvae/data)."),
-        click.option("--download", is_flag=True, help="Download missing dataset files (needs the network)."),
-        click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs", show_default=True,
-                     help="Parent folder of the run folders."),
-        click.option("--run-name", default=None, help="Run folder name (default: derived from the settings)."),
-        click.option("--max-train-examples", type=int, default=None,
-                     help="Train on a fixed subset of N examples (a reduced protocol, labelled in the results)."),
         click.option("--no-eval", is_flag=True, help="Skip the RD evaluation after training."),
-        click.option("--eval-examples", type=int, default=None,
+        click.option("--eval-examples", type=click.IntRange(min=1), default=None,
                      help="Evaluate on the first N test examples only (default: the full test set)."),
-        click.option("--n-betas", type=int, default=20, show_default=True,
-                     help="Betas on the evaluated RD curve (MR-VAE)."),
-        click.option("--iw-k", type=int, default=0, show_default=True,
-                     help="Importance samples for the IW-NLL (0: off; it costs k decoder passes per beta)."),
-        click.option("--eval-batch-size", type=int, default=100, show_default=True,
-                     help="Test images per evaluation batch (batched MR passes hold up to 256 rows on "
-                          "CPU, 8192 on CUDA)."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
     for opt in reversed(opts):
@@ -165,40 +211,39 @@ def _common_train_options(f):
     return f
 
 
+def _recommended_note() -> str:
+    """One sentence on the recommended settings of the registered datasets."""
+    from deep.data.registry import dataset_names, dataset_spec
+
+    listed = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in dataset_spec(name).recommended.items())
+                       for name in dataset_names() if dataset_spec(name).recommended)
+    return ("Options left at their defaults take the dataset's or family's recommended values"
+            + (f" ({listed}; conv/resnet MR-VAEs: --model-option monotone_decoder=true)" if listed else "")
+            + "; an option you give always wins.")
+
+
 def _config_from(opts: dict, **extra: Any):
-    from deep.train import TrainConfig
-
     from deep.models.registry import default_family
+    from deep.train.config import TrainConfig
 
-    _check_dataset(opts["dataset"])
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {k: v for k, v in opts.items() if k in names}
     arch = opts["arch"] or default_family(opts["dataset"])
-    _check_arch(arch, opts["dataset"])
-    fields = dict(
-        dataset=opts["dataset"], arch=arch, epochs=opts["epochs"], batch_size=opts["batch_size"],
-        objective=opts["objective"],
-        model_options={**({"preset": opts["preset"]} if opts["preset"] else {}),
-                       **_parse_options(opts["model_option"], "--model-option")},
-        data_options=_parse_options(opts["data_option"], "--data-option"),
-        eval_options=_parse_options(opts["eval_option"], "--eval-option"),
-        lr_schedule=opts["lr_schedule"], plateau_patience=opts["plateau_patience"],
-        val_split=opts["val_split"], val_max_examples=opts["val_examples"],
-        lr=opts["lr"], hyper_lr_mult=opts["hyper_lr_mult"], lr_warmup_epochs=opts["lr_warmup_epochs"],
-        min_lr=opts["min_lr"],
-        optimizer=opts["optimizer"], weight_decay=opts["weight_decay"], grad_clip=opts["grad_clip"],
-        latent_dim=opts["latent_dim"], distortion=opts["distortion"], seed=opts["seed"],
-        device=opts["device"], num_threads=opts["threads"], data_dir=opts["data_dir"],
-        out_dir=opts["out_dir"], run_name=opts["run_name"], max_train_examples=opts["max_train_examples"],
-        n_betas=opts["n_betas"], iw_k=opts["iw_k"], eval_batch_size=opts["eval_batch_size"],
-        download=opts["download"], precision=opts["precision"],
-    )
+    fields["arch"] = _check_arch(arch, opts["dataset"])
+    if "beta_range" in opts:
+        fields["beta_a"], fields["beta_b"] = opts["beta_range"]
+    fields["model_options"] = {**({"preset": opts["preset"]} if opts["preset"] else {}),
+                               **_parse_options(opts["model_options"], "--model-option")}
+    fields["data_options"] = _parse_options(opts["data_options"], "--data-option")
+    fields["eval_options"] = _parse_options(opts["eval_options"], "--eval-option")
     fields.update(extra)
-    return TrainConfig(**_family_defaults(opts, fields))
+    return TrainConfig(**_family_defaults(fields))
 
 
 _CURVE_COLUMNS = (("rate", "rate", 9), ("distortion", "distortion", 11), ("neg_elbo", "R+D", 9),
                   ("active_units", "AU", 4), ("mutual_information", "MI", 7), ("iw_nll", "IW-NLL", 9),
                   ("perplexity", "PPL", 9), ("bits_per_dim", "bits/dim", 9), ("tc", "TC", 8),
-                  ("mig_sampling", "MIG", 6), ("mig_discrete", "MIG-d", 6))
+                  ("mig_sampling", "MIG", 6), ("mig_discrete", "MIG-d", 6), ("fid", "FID", 8))
 
 
 def _print_curve(results: dict) -> None:
@@ -224,6 +269,8 @@ def _evaluate_and_report(run_dir: Path, *, n_betas: int, iw_k: int, batch_size: 
     if len(results["beta"]) > 1 and checks:
         click.echo(f"rate non-increasing in beta: {checks['rate_nonincreasing']}; "
                    f"distortion non-decreasing in beta: {checks['distortion_nondecreasing']}")
+    for note in (results.get("evaluation") or {}).get("notes") or ():
+        click.echo(f"note: {note}")
     click.echo(f"results: {results['path']}")
     if results.get("images"):
         click.echo(f"images:  {Path(results['path']).parent / results['images']['folder']}")
@@ -238,24 +285,14 @@ def deep() -> None:
     """Deep MR-VAEs (Conv, ResNet, ...): train, sweep baselines, evaluate."""
 
 
-@deep.command()
-@_common_train_options
-@click.option("--beta-vae", is_flag=True, help="Train a plain beta-VAE at --beta instead of an MR-VAE.")
-@click.option("--beta", type=float, default=1.0, show_default=True, help="beta of a --beta-vae run.")
-@click.option("--beta-range", nargs=2, type=float, default=(0.01, 10.0), show_default=True,
-              metavar="A B", help="MR-VAE training range of beta (log-uniform).")
-@click.option("--beta-sampling", type=click.Choice(["example", "batch", "stratified"]), default="example",
-              show_default=True,
-              help="One beta per example (reference code), per minibatch (paper's Algorithm 1), or per example "
-                   "stratified over the range (each batch covers [a, b] evenly; same log-uniform marginal).")
-@click.option("--kl-schedule", type=click.Choice(["constant", "linear", "cyclical"]), default="constant",
-              show_default=True, help="KL weight schedule (linear: 0 -> beta over the first 30%).")
-@click.option("--kl-schedule-unit", type=click.Choice(["step", "epoch"]), default="step", show_default=True)
-@click.option("--enc-gate", default="sigmoid", show_default=True, help="MR encoder gate: sigmoid, sqrt, film.")
-@click.option("--dec-gate", default="sqrt", show_default=True, help="MR decoder gate: sigmoid, sqrt, film.")
+@deep.command(epilog=_recommended_note())
+@_config_options()
+@_cli_options
 @click.option("--resume", is_flag=True, help="Continue the run folder's checkpoint (same settings).")
 def train(**opts: Any) -> None:
     """Train an MR-VAE (default) or a beta-VAE, then evaluate its RD curve.
+
+    Every TrainConfig field is an option (defaults and help from deep/train/config.py).
 
     Example: mrvae-cli deep train --dataset omniglot --epochs 1
     """
@@ -265,11 +302,7 @@ def train(**opts: Any) -> None:
     main = is_main_process()          # under torchrun only process 0 prints and evaluates
     echo = click.echo if main else (lambda *a, **k: None)
     with user_errors():
-        a, b = opts["beta_range"]
-        config = _config_from(
-            opts, mr=not opts["beta_vae"], beta=opts["beta"], beta_a=a, beta_b=b,
-            beta_sampling=opts["beta_sampling"], kl_schedule=opts["kl_schedule"],
-            kl_schedule_unit=opts["kl_schedule_unit"], enc_gate=opts["enc_gate"], dec_gate=opts["dec_gate"])
+        config = _config_from(opts)
         kind = "MR-VAE" if config.mr else f"beta-VAE (beta={config.beta:g}, {config.kl_schedule} KL)"
         echo(f"training {kind}: {config.dataset}/{config.arch}, {config.epochs} epoch(s)")
         run_dir = train_run(config, resume=opts["resume"], progress=not opts["quiet"], log=echo)
@@ -302,8 +335,9 @@ def resume(run: str, quiet: bool, no_eval: bool) -> None:
                                  batch_size=config.eval_batch_size, max_examples=None, progress=not quiet)
 
 
-@deep.command()
-@_common_train_options
+@deep.command(epilog=_recommended_note())
+@_config_options(exclude=_SWEEP_EXCLUDED)
+@_cli_options
 @click.option("--schedules", default="constant,linear", show_default=True,
               help="Comma-separated KL schedules: constant, linear, cyclical.")
 @click.option("--betas", default=None,
@@ -311,7 +345,13 @@ def resume(run: str, quiet: bool, no_eval: bool) -> None:
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train N runs at once in separate processes (each with cores // N threads unless --threads).")
 def sweep(**opts: Any) -> None:
-    """Train the 10 baseline beta-VAEs (per schedule) with one shared config."""
+    """Train the 10 baseline beta-VAEs (per schedule) with one shared config.
+
+    The options are the TrainConfig fields a beta-VAE uses (beta and the KL schedule come from --betas and
+    --schedules).
+    """
+    import numpy as np
+
     from deep.train.distributed import is_main_process
     from deep.experiments.sweep import sweep as sweep_runs
 
@@ -344,21 +384,28 @@ def sweep(**opts: Any) -> None:
 
 @deep.command()
 @click.argument("run", type=click.Path())
-@click.option("--n-betas", type=int, default=None, help="Betas on the curve (default: the run's, 20).")
+@click.option("--n-betas", type=click.IntRange(min=1), default=None, help="Betas on the curve (default: the run's, 20).")
 @click.option("--betas", default=None, help="Comma-separated betas instead of the log-spaced grid.")
-@click.option("--iw-k", type=int, default=None, help="Importance samples for the IW-NLL (0: off).")
+@click.option("--iw-k", type=click.IntRange(min=0), default=None, help="Importance samples for the IW-NLL (0: off).")
 @click.option("--split", default="test", show_default=True, help="train, valid or test.")
-@click.option("--batch-size", type=int, default=None, help="Test images per pass (default: the run's).")
-@click.option("--max-examples", type=int, default=None, help="Evaluate the first N examples only.")
-@click.option("--mi-examples", type=int, default=None,
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Test images per pass (default: the run's eval_batch_size).")
+@click.option("--max-examples", type=click.IntRange(min=1), default=None, help="Evaluate the first N examples only.")
+@click.option("--mi-examples", type=click.IntRange(min=2), default=None,
               help="Examples in the aggregate posterior of the MI estimate (default: all evaluated).")
 @click.option("--per-beta", is_flag=True, help="One pass over the data per beta instead of one batched pass.")
-@click.option("--beta-chunk", type=int, default=None,
+@click.option("--beta-chunk", type=click.IntRange(min=1), default=None,
               help="At most this many betas per batched pass (bounds memory; default: all).")
-@click.option("--max-rows", type=int, default=None,
+@click.option("--max-rows", type=click.IntRange(min=0), default=None,
               help="Cap on rows (images x betas) per batched pass (default: 256 on CPU, 8192 on CUDA; 0: none).")
 @click.option("--recalibrate-bn", is_flag=True, help="Recompute BatchNorm statistics at each beta (MR CNNs).")
 @click.option("--no-images", is_flag=True, help="Skip the image grids.")
+@click.option("--fid-samples", type=click.IntRange(min=0), default=0, show_default=True,
+              help="FID of N prior samples per beta against N test images (needs pytorch-fid; 0: off).")
+@click.option("--fid-weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The FID Inception-v3 weights file (pytorch-fid's TF-FID weights; default: looked up in "
+                   "torch hub's checkpoint folder).")
+@click.option("--download", is_flag=True, help="Let pytorch-fid download the FID Inception weights if missing.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the evaluation noise.")
 @click.option("--device", default=None, help="Default: the run's device setting.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
@@ -367,18 +414,21 @@ def sweep(**opts: Any) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate(run: str, n_betas: int | None, betas: str | None, iw_k: int | None, split: str,
              batch_size: int | None, max_examples: int | None, mi_examples: int | None, per_beta: bool,
-             beta_chunk: int | None, max_rows: int | None, recalibrate_bn: bool, no_images: bool, seed: int,
+             beta_chunk: int | None, max_rows: int | None, recalibrate_bn: bool, no_images: bool,
+             fid_samples: int, fid_weights: str | None, download: bool, seed: int,
              device: str | None, data_dir: str | None, output: str | None, quiet: bool) -> None:
-    """Evaluate the run in folder RUN: RD curve, IW-NLL, active units, MI, image grids."""
+    """Evaluate the run in folder RUN: RD curve, IW-NLL, active units, MI, image grids (and FID with
+    --fid-samples)."""
+    if (fid_weights or download) and not fid_samples:
+        raise click.UsageError("--fid-weights and --download only apply to the FID: add --fid-samples N")
     with user_errors():
-        if n_betas is not None and n_betas < 1:
-            raise click.BadParameter("must be >= 1", param_hint="'--n-betas'")
         _evaluate_and_report(Path(run), n_betas=n_betas, iw_k=iw_k, batch_size=batch_size,
                              max_examples=max_examples, progress=not quiet, split=split,
                              betas=_float_list(betas, "'--betas'"), batched=not per_beta,
                              beta_chunk=beta_chunk, max_rows=max_rows, mi_examples=mi_examples,
                              recalibrate_bn=recalibrate_bn, images=not no_images, seed=seed, device=device,
-                             data_dir=data_dir, out_name=output)
+                             data_dir=data_dir, out_name=output, fid_samples=fid_samples,
+                             fid_weights=fid_weights, download=download)
 
 
 def _sci(n: float) -> str:

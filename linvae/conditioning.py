@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .names import BETA_SAMPLING, GATE_DIRECTIONS, GATE_KIND_NAMES
+
 SQRT3 = math.sqrt(3.0)
 
 __all__ = [
@@ -59,10 +61,6 @@ __all__ = [
 
 class BetaRangeError(ValueError):
     """Raised for an invalid beta range or an invalid beta value."""
-
-
-#: How :meth:`BetaRange.sample` draws a batch of betas (see its docstring).
-BETA_SAMPLING = ("example", "batch", "stratified")
 
 
 @dataclass(frozen=True)
@@ -220,14 +218,14 @@ def gate_bias_for_value(kind: str, value: float) -> float:
     raise ValueError(f"no bias rule for gate kind {kind!r}")
 
 
-#: Monotone gate directions (in beta); ``None`` is the free gate of the paper.
-GATE_DIRECTIONS = ("increasing", "decreasing")
-
+#: Gate functions by kind (names listed torch-free in :data:`linvae.names.GATE_KIND_NAMES`).
 GATE_KINDS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
     "sigmoid": sigmoid_gate,
     "sqrt": sqrt_gate,
     "film": None,  # scale-and-shift, handled in Gate
 }
+if tuple(GATE_KINDS) != GATE_KIND_NAMES:  # pragma: no cover - guards whoever adds a gate kind
+    raise ImportError("linvae.names.GATE_KIND_NAMES must list the keys of linvae.conditioning.GATE_KINDS")
 
 
 class HyperMLP(nn.Module):

@@ -6,12 +6,29 @@
 * the families of the paper: :mod:`~deep.models.convnets` (Conv/ResNet), :mod:`~deep.models.nvae`,
   :mod:`~deep.models.text` (LSTM), :mod:`~deep.models.tcvae` (beta-TCVAE MLPs);
 * :mod:`deep.models.objectives`: rate (KL), distortions, the IW-NLL estimator.
-"""
-from .base import (DecoderOutput, EncoderOutput, EvaluationOptionError, GaussianLatentVAE, MultiRateVAE,
-                   VAEOutput)
-from .objectives import gaussian_kl, get_distortion
-from .registry import FamilySpec, UnknownArchError, register_family
 
-__all__ = ["MultiRateVAE", "GaussianLatentVAE", "VAEOutput", "EncoderOutput", "DecoderOutput",
-           "EvaluationOptionError", "register_family", "FamilySpec", "UnknownArchError", "gaussian_kl",
-           "get_distortion"]
+The names below are loaded on first use, so ``import deep.models.registry`` (the CLI's choices) does not
+import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: where each re-exported name lives
+_EXPORTS = {"MultiRateVAE": "base", "GaussianLatentVAE": "base", "VAEOutput": "base", "EncoderOutput": "base",
+            "DecoderOutput": "base", "EvaluationOptionError": "base", "gaussian_kl": "objectives",
+            "get_distortion": "objectives", "register_family": "registry", "FamilySpec": "registry",
+            "UnknownArchError": "registry"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -10,8 +10,27 @@ Typical use::
 
     from deep.train import TrainConfig, train
     run_dir = train(TrainConfig(dataset="mnist", arch="resnet", epochs=5))
+
+The names below are loaded on first use, so ``import deep.train.config`` (and ``mrvae-cli --help``) does
+not import torch.
 """
-from .config import BASELINE_BETAS, ConfigError, TrainConfig, load_config, run_dir_for
-from .loop import resume_run, train
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: where each re-exported name lives
+_EXPORTS = {"TrainConfig": "config", "ConfigError": "config", "BASELINE_BETAS": "config", "load_config": "config",
+            "run_dir_for": "config", "train": "loop", "resume_run": "loop"}
 
 __all__ = ["TrainConfig", "ConfigError", "BASELINE_BETAS", "train", "resume_run", "load_config", "run_dir_for"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,21 +7,25 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import torch
+from linvae.names import BETA_SAMPLING, GATE_KIND_NAMES
 
 from deep.protocol import BASELINE_BETAS  # the paper's 10 baseline betas, defined once (torch-free)
-from linvae.conditioning import BETA_SAMPLING, BetaRange
 
-from . import distributed as D
-from .runs import RunError, RunPaths, jsonable, read_json
+if TYPE_CHECKING:  # torch-free at import: the CLI builds its options and help from this module
+    import torch
 
-__all__ = ["ConfigError", "TrainConfig", "KL_SCHEDULES", "LR_SCHEDULES", "OBJECTIVES", "OPTIMIZERS",
-           "PRECISIONS", "BASELINE_BETAS", "RUNTIME_FIELDS", "VAL_BETAS", "resolve_device", "run_dir_for",
-           "load_config", "config_diff"]
+    from linvae.conditioning import BetaRange
+
+__all__ = ["ConfigError", "TrainConfig", "KL_SCHEDULES", "KL_SCHEDULE_UNITS", "LR_SCHEDULES", "OBJECTIVES",
+           "OPTIMIZERS", "PRECISIONS", "BASELINE_BETAS", "RUNTIME_FIELDS", "VAL_BETAS", "resolve_device",
+           "run_dir_for", "load_config", "config_diff", "field_help", "field_choices"]
 
 KL_SCHEDULES = ("constant", "linear", "cyclical")
+
+
+KL_SCHEDULE_UNITS = ("step", "epoch")
 
 
 LR_SCHEDULES = ("cosine", "plateau", "constant")
@@ -33,7 +37,8 @@ OBJECTIVES = ("elbo", "tcvae")
 OPTIMIZERS = ("adam", "adamax")
 
 
-PRECISIONS = D.PRECISIONS
+#: Numeric precisions of training (:mod:`deep.train.distributed` implements them).
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 
@@ -53,6 +58,42 @@ class ConfigError(ValueError):
     """An invalid training configuration (the message names the field and the valid values)."""
 
 
+# -- the lists a field may choose from, read when asked (the registry can grow at run time) -----------------
+def _dataset_names() -> tuple[str, ...]:
+    from deep.models.registry import valid_datasets
+
+    return tuple(valid_datasets())
+
+
+def _arch_names() -> tuple[str, ...]:
+    from deep.models.registry import family_names
+
+    return tuple(family_names())
+
+
+def _distortion_names() -> tuple[str, ...]:
+    from deep.models.names import DISTORTION_NAMES
+
+    return DISTORTION_NAMES
+
+
+def _gate_names() -> tuple[str, ...]:
+    return GATE_KIND_NAMES
+
+
+def _doc(default: Any = dataclasses.MISSING, help: str = "", *,
+         choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+         factory: Callable[[], Any] | None = None) -> Any:
+    """A dataclass field with its one-line documentation (``metadata["help"]``, shown by ``--help``) and,
+    for enumerated fields, ``metadata["choices"]``: a tuple (checked by :meth:`TrainConfig.validate`) or a
+    function returning the names (model-side names: datasets, architectures, gates, distortions; the
+    family that builds the model checks them)."""
+    meta = {"help": help, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
     """Everything one deep run needs; JSON-able, shared unchanged by every run of a comparison.
@@ -64,55 +105,79 @@ class TrainConfig:
     ``batch_size`` is the global batch: under ``torchrun`` with N processes each takes ``batch_size / N``
     examples of every step (:mod:`deep.train.distributed`). ``precision``: ``fp32``, ``bf16`` (autocast, CPU or
     GPU) or ``fp16`` (CUDA only, with loss scaling).
+
+    Every field carries a one-line description (``field_help(name)``); ``mrvae-cli deep train`` builds
+    its options, defaults and help from these fields.
     """
 
-    dataset: str = "omniglot"
-    arch: str = "resnet"
-    mr: bool = True
-    beta: float = 1.0
-    beta_a: float = 0.01
-    beta_b: float = 10.0
-    beta_sampling: str = "example"
-    kl_schedule: str = "constant"
-    kl_schedule_unit: str = "step"
-    kl_warmup_fraction: float = 0.3
-    kl_cycles: int = 4
-    kl_cycle_ratio: float = 0.5
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    hyper_lr_mult: float = 30.0  # gate (hyper-network) parameters train at lr * hyper_lr_mult
-    lr_warmup_epochs: float = 0.0
-    lr_schedule: str = "cosine"
-    min_lr: float = 1e-6
-    plateau_patience: int = 2
-    plateau_factor: float = 0.5
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    latent_dim: int | None = None
-    distortion: str | None = None
-    enc_gate: str = "sigmoid"
-    dec_gate: str = "sqrt"
-    hyper_hidden: tuple[int, ...] = ()
-    objective: str = "elbo"
-    model_options: dict = field(default_factory=dict)
-    seed: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
-    out_dir: str = "runs"
-    run_name: str | None = None
-    n_betas: int = 20
-    iw_k: int = 0
-    eval_batch_size: int = 100
-    max_train_examples: int | None = None
-    val_split: str | None = None
-    val_max_examples: int | None = None
-    num_threads: int | None = None
-    data_options: dict = field(default_factory=dict)
-    eval_options: dict = field(default_factory=dict)  # extra keyword options of a family's sweep
-    download: bool = False
-    precision: str = "fp32"
+    dataset: str = _doc("omniglot", "Dataset (mnist: the static binary MNIST).", choices=_dataset_names)
+    arch: str = _doc("resnet", "Model family: conv, resnet (images), nvae (mnist/omniglot/celeba64), mlp "
+                     "(dsprites), lstm (yahoo).", choices=_arch_names)
+    mr: bool = _doc(True, "An MR-VAE (one model for the whole beta range) or, when false, a beta-VAE at beta.")
+    beta: float = _doc(1.0, "beta of a beta-VAE (weight on the rate).")
+    beta_a: float = _doc(0.01, "Lower end of the MR-VAE's training range of beta (log-uniform).")
+    beta_b: float = _doc(10.0, "Upper end of the MR-VAE's training range of beta.")
+    beta_sampling: str = _doc(
+        "example", "One beta per example (reference code), per minibatch (paper's Algorithm 1), or per "
+        "example stratified over the range (each batch covers [a, b] evenly; same log-uniform marginal).",
+        choices=BETA_SAMPLING)
+    kl_schedule: str = _doc("constant", "KL weight schedule: constant; linear (0 -> beta over the first "
+                            "kl_warmup_fraction); cyclical (kl_cycles ramps).", choices=KL_SCHEDULES)
+    kl_schedule_unit: str = _doc("step", "The KL schedule advances per optimisation step or per epoch "
+                                 "(reference code).", choices=KL_SCHEDULE_UNITS)
+    kl_warmup_fraction: float = _doc(0.3, "Fraction of training over which the linear KL schedule ramps "
+                                     "0 -> 1, in (0, 1].")
+    kl_cycles: int = _doc(4, "Number of cycles of the cyclical KL schedule (Fu et al. 2019).")
+    kl_cycle_ratio: float = _doc(0.5, "Fraction of each cyclical-schedule cycle spent ramping 0 -> 1, in "
+                                 "(0, 1].")
+    epochs: int = _doc(10, "Training epochs (the paper trains 200; the default is CPU-sized).")
+    batch_size: int = _doc(128, "Global minibatch size (split over torchrun processes).")
+    lr: float = _doc(1e-3, "Peak learning rate.")
+    hyper_lr_mult: float = _doc(30.0, "Learning-rate multiplier for the MR gates' hyper-networks "
+                                "(they train at lr * hyper_lr_mult).")
+    lr_warmup_epochs: float = _doc(0.0, "Linear learning-rate warm-up (epochs), then the lr schedule.")
+    lr_schedule: str = _doc("cosine", "cosine: decay to min_lr per step; plateau: x plateau_factor when the "
+                            "validation loss stalls for plateau_patience epochs; constant.", choices=LR_SCHEDULES)
+    min_lr: float = _doc(1e-6, "End of the cosine decay.")
+    plateau_patience: int = _doc(2, "Epochs without improvement before the plateau schedule lowers the lr.")
+    plateau_factor: float = _doc(0.5, "Factor the plateau schedule multiplies the lr by, in (0, 1).")
+    optimizer: str = _doc("adam", "Optimiser.", choices=OPTIMIZERS)
+    weight_decay: float = _doc(0.0, "Weight decay of the optimiser.")
+    grad_clip: float | None = _doc(None, "Clip the gradient norm at this value (default: off).")
+    latent_dim: int | None = _doc(None, "Latent dimensions (default: the dataset's, e.g. 32/256/64).")
+    distortion: str | None = _doc(None, "Distortion (default: bernoulli for binary images, sse for colour).",
+                                  choices=_distortion_names)
+    enc_gate: str = _doc("sigmoid", "MR encoder gate kind.", choices=_gate_names)
+    dec_gate: str = _doc("sqrt", "MR decoder gate kind.", choices=_gate_names)
+    hyper_hidden: tuple[int, ...] = _doc((), "Hidden widths of the gates' hyper-network (App. D ablation); "
+                                         "empty: the paper's linear map w * u + b.")
+    objective: str = _doc("elbo", "tcvae: beta weighs the total correlation only (beta-TCVAE; dsprites "
+                          "default).", choices=OBJECTIVES)
+    model_options: dict = _doc(help="Architecture options (e.g. preset=small for nvae, dropout=0.5 for lstm, "
+                               "monotone_decoder=false for the paper's free decoder gates in conv/resnet "
+                               "MR-VAEs; the CLI default keeps them non-increasing in beta).", factory=dict)
+    seed: int = _doc(0, "Random seed (initialisation, data order, beta draws).")
+    device: str = _doc("auto", "auto, cpu, cuda or cuda:N.")
+    data_dir: str | None = _doc(None, "Data root (default: $MRVAE_DATA, else ~/.cache/mrvae/data).")
+    out_dir: str = _doc("runs", "Parent folder of the run folders.")
+    run_name: str | None = _doc(None, "Run folder name (default: derived from the settings).")
+    n_betas: int = _doc(20, "Betas on the evaluated RD curve (MR-VAE).")
+    iw_k: int = _doc(0, "Importance samples for the IW-NLL (0: off; it costs k decoder passes per beta).")
+    eval_batch_size: int = _doc(100, "Test images per evaluation batch (batched MR passes hold up to 256 rows "
+                                "on CPU, 8192 on CUDA).")
+    max_train_examples: int | None = _doc(None, "Train on a fixed subset of N examples (a reduced protocol, "
+                                          "labelled in the results).")
+    val_split: str | None = _doc(None, "Split scored after every epoch (val_loss in metrics.jsonl; drives the "
+                                 "plateau lr schedule), e.g. valid.")
+    val_max_examples: int | None = _doc(None, "Validate on the first N examples only (>= 2).")
+    num_threads: int | None = _doc(None, "torch CPU threads.")
+    data_options: dict = _doc(help="Dataset options (e.g. train_split=valid for yahoo, source=subgrid for "
+                              "dsprites).", factory=dict)
+    eval_options: dict = _doc(help="Options of the family's evaluation sweep (e.g. mig_samples=2000).",
+                              factory=dict)
+    download: bool = _doc(False, "Download missing dataset files (needs the network).")
+    precision: str = _doc("fp32", "Mixed precision: bf16 autocast (CPU or GPU) or fp16 autocast with loss "
+                          "scaling (GPU only); rate, distortion and loss stay float32.", choices=PRECISIONS)
 
     def __post_init__(self) -> None:
         self.hyper_hidden = tuple(int(h) for h in (self.hyper_hidden or ()))
@@ -127,30 +192,24 @@ class TrainConfig:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"invalid {name}={getattr(self, name)!r}: {why}")
 
+        for f in dataclasses.fields(self):  # the enumerated fields: one list per field, in its metadata
+            choices = f.metadata.get("choices")
+            if isinstance(choices, tuple) and getattr(self, f.name) not in choices:
+                raise bad(f.name, f"choose from {list(choices)}")
         if self.mr:
+            from linvae.conditioning import BetaRange  # torch: imported only when a config is checked
+
             BetaRange(self.beta_a, self.beta_b)  # raises BetaRangeError with a clear message
         if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta > 0):
             raise bad("beta", "beta must be a finite number > 0")
-        if self.beta_sampling not in BETA_SAMPLING:
-            raise bad("beta_sampling", f"choose from {list(BETA_SAMPLING)}")
-        if self.kl_schedule not in KL_SCHEDULES:
-            raise bad("kl_schedule", f"choose from {list(KL_SCHEDULES)}")
-        if self.kl_schedule_unit not in ("step", "epoch"):
-            raise bad("kl_schedule_unit", "choose 'step' or 'epoch'")
         if not 0 < self.kl_warmup_fraction <= 1:
             raise bad("kl_warmup_fraction", "must lie in (0, 1]")
         if self.kl_cycles < 1 or not 0 < self.kl_cycle_ratio <= 1:
             raise ConfigError("cyclical schedule needs kl_cycles >= 1 and kl_cycle_ratio in (0, 1]")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise bad("lr_schedule", f"choose from {list(LR_SCHEDULES)}")
         if int(self.plateau_patience) < 0 or not 0 < self.plateau_factor < 1:
             raise ConfigError("plateau schedule needs plateau_patience >= 0 and plateau_factor in (0, 1)")
-        if self.objective not in OBJECTIVES:
-            raise bad("objective", f"choose from {list(OBJECTIVES)}")
         if self.val_max_examples is not None and self.val_max_examples < 2:
             raise bad("val_max_examples", "must be >= 2 (or None for the whole validation split)")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"choose from {list(OPTIMIZERS)}")
         for name in ("epochs", "batch_size", "n_betas", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be a positive integer")
@@ -174,6 +233,8 @@ class TrainConfig:
             raise bad("device", "choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.num_threads is not None and self.num_threads < 1:
             raise bad("num_threads", "must be >= 1")
+        from . import distributed as D  # torch: imported only when a config is checked
+
         problem = D.precision_problem(self.precision, "cpu" if self.device == "cpu" else None)
         if problem:
             raise ConfigError(problem)
@@ -200,6 +261,8 @@ class TrainConfig:
 
     @property
     def beta_range(self) -> BetaRange:
+        from linvae.conditioning import BetaRange
+
         return BetaRange(self.beta_a, self.beta_b)
 
     def default_run_name(self) -> str:
@@ -214,6 +277,8 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU raises ConfigError."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -228,6 +293,10 @@ def run_dir_for(config: TrainConfig) -> Path:
 
 
 def config_diff(saved: dict, now: dict) -> list[str]:
+    """The fields (other than :data:`RUNTIME_FIELDS`) whose values differ, one ``"name: checkpoint=.., now=.."``
+    line each."""
+    from .runs import jsonable
+
     try:  # fields added since the checkpoint was written take their defaults
         saved = TrainConfig.from_dict(saved).to_dict()
     except (TypeError, ValueError):
@@ -239,6 +308,8 @@ def config_diff(saved: dict, now: dict) -> list[str]:
 
 def load_config(run_dir: str | os.PathLike) -> TrainConfig:
     """The TrainConfig stored in a run folder's ``config.json``."""
+    from .runs import RunError, RunPaths, read_json
+
     paths = RunPaths(run_dir)
     if not paths.config.exists():
         raise RunError(f"{paths.root} is not a run folder (no config.json); pass the folder that "
@@ -246,3 +317,16 @@ def load_config(run_dir: str | os.PathLike) -> TrainConfig:
     return TrainConfig.from_dict(read_json(paths.config)["config"])
 
 
+def field_help(name: str) -> str:
+    """The one-line description of TrainConfig field ``name``."""
+    return _FIELDS[name].metadata.get("help", "")
+
+
+def field_choices(name: str) -> tuple[str, ...] | None:
+    """The names TrainConfig field ``name`` may take (``None`` for a free value); model-side lists
+    (datasets, architectures, gates, distortions) are read from their registries now."""
+    choices = _FIELDS[name].metadata.get("choices")
+    return tuple(choices() if callable(choices) else choices) if choices is not None else None
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

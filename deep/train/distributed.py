@@ -49,13 +49,14 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .config import PRECISIONS  # the precision names live with the (torch-free) config
+
 __all__ = [
     "DistributedSetupError", "DistContext", "PRECISIONS", "PRECISION_TEXT", "torchrun_env", "env_rank",
     "is_main_process", "setup", "wrap", "shard_bounds", "local_batch", "all_reduce_sum", "ranks_where",
     "barrier", "same_on_all", "rank_seed", "autocast", "precision_problem", "make_grad_scaler", "usable_cores",
 ]
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISION_TEXT = {
     "fp32": "float32 throughout",
     "bf16": "torch.autocast(bfloat16) around the model forward; rate, distortion (sums over latents / pixels), "
