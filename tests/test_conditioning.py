@@ -229,3 +229,79 @@ def test_fold_scale_only_for_a_shared_context_and_a_multiplicative_gate():
     assert fold_scale(None, shared) is None
     assert fold_scale(sig, GateContext(every, [sig])) is None           # one beta per example
     assert fold_scale(sig, one) is None                                  # a bare hyper-input, no context
+
+
+# ----------------------------------------------------------------------------------------------------
+# the public multi-rate layers
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make, shape", [
+    (lambda gate: __import__("linvae.conditioning", fromlist=["GatedLinear"]).GatedLinear(6, 5, gate=gate), (4, 6)),
+    (lambda gate: __import__("linvae.conditioning", fromlist=["GatedConv2d"]).GatedConv2d(3, 5, 3, 2, 1, gate=gate),
+     (4, 3, 8, 8)),
+    (lambda gate: __import__("linvae.conditioning", fromlist=["GatedConvTranspose2d"]).GatedConvTranspose2d(
+        3, 5, 3, 2, 1, 1, gate=gate), (4, 3, 4, 4)),
+])
+@pytest.mark.parametrize("gate", ["sigmoid", "sqrt"])
+def test_gated_layers_scale_each_output_channel_by_its_gate_and_fold_for_one_beta(make, shape, gate):
+    from linvae.conditioning import GateContext
+
+    torch.manual_seed(0)
+    layer = make(gate).double()
+    with torch.no_grad():   # a gate that depends on u, different per channel
+        layer.gate.hyper.out.weight.copy_(torch.linspace(-1.5, 1.5, 5).reshape(5, 1))
+    x = torch.randn(shape, dtype=torch.float64)
+    u = torch.tensor([-1.0, -0.2, 0.4, 1.6], dtype=torch.float64)
+    plain = layer.layer(x)
+    f = layer.gate.factors(u)                                  # (4, 5)
+    expected = plain * f.reshape(4, 5, *([1] * (plain.dim() - 2)))
+    torch.testing.assert_close(layer(x, u), expected)
+    # one beta for the whole batch: the gate is folded into the weights, same values
+    one = u[2:3]
+    torch.testing.assert_close(layer(x, one), layer(x, one.expand(4)))
+    assert GateContext(one, [layer.gate]).shared
+    # gradients reach the gate's hyper-parameters and the base weights, in both paths
+    for uu in (u, one):
+        layer.zero_grad()
+        layer(x, uu).square().sum().backward()
+        assert float(layer.gate.hyper.out.weight.grad.abs().sum()) > 0
+        assert float(layer.layer.weight.grad.abs().sum()) > 0
+    # no hyper-input (a plain beta-VAE) or no gate: the plain layer
+    torch.testing.assert_close(layer(x, None), plain)
+    ungated = make(None)
+    assert ungated.gate is None and sum(p.numel() for p in ungated.parameters()) == \
+        sum(p.numel() for p in layer.layer.parameters())
+
+
+def test_gate_parameter_groups_and_projection_helpers():
+    from torch import nn
+
+    from linvae.conditioning import GatedLinear, gate_parameter_groups, hyper_parameters, project_gates_
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = GatedLinear(4, 3, gate="sigmoid")
+            self.b = GatedLinear(3, 2, gate="sqrt", direction="decreasing")
+            self.trunk = nn.Linear(1, 2)
+            self.trunk.is_hyper = True   # a shared hyper-input layer trains with the gates
+
+    net = Net()
+    groups = gate_parameter_groups(net, lr=0.1, hyper_lr_mult=10.0)
+    assert [g["lr"] for g in groups] == [0.1, pytest.approx(1.0)]
+    hyper = {id(p) for p in hyper_parameters(net)}
+    assert hyper == {id(p) for p in groups[1]["params"]}
+    assert {id(p) for p in net.trunk.parameters()} <= hyper
+    assert {id(net.a.layer.weight), id(net.b.layer.bias)} <= {id(p) for p in groups[0]["params"]}
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(net.parameters()))
+    # projection: the monotone sqrt gate's slope is clamped to the sign that keeps it non-increasing in beta
+    with torch.no_grad():
+        net.b.gate.hyper.out.weight.fill_(-0.7)
+        net.a.gate.hyper.out.weight.fill_(-0.7)
+    project_gates_(net)
+    assert float(net.b.gate.hyper.out.weight.min()) >= 0.0          # sqrt: w >= 0 <=> decreasing in beta
+    assert float(net.a.gate.hyper.out.weight.max()) == pytest.approx(-0.7)  # free gate untouched
+    u = torch.linspace(-2, 2, 9)
+    with torch.no_grad():
+        net.b.gate.hyper.out.weight.fill_(0.5)
+        v = net.b.gate.factors(u)
+    assert bool((v[1:] <= v[:-1]).all())

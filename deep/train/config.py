@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # torch-free at import: the CLI builds its options and help f
 
 __all__ = ["ConfigError", "TrainConfig", "KL_SCHEDULES", "KL_SCHEDULE_UNITS", "LR_SCHEDULES", "OBJECTIVES",
            "OPTIMIZERS", "PRECISIONS", "BASELINE_BETAS", "RUNTIME_FIELDS", "VAL_BETAS", "resolve_device",
-           "run_dir_for", "load_config", "config_diff", "field_help", "field_choices"]
+           "run_dir_for", "load_config", "config_diff", "field_help", "field_choices", "precision_problem"]
 
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 
@@ -233,9 +233,7 @@ class TrainConfig:
             raise bad("device", "choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.num_threads is not None and self.num_threads < 1:
             raise bad("num_threads", "must be >= 1")
-        from . import distributed as D  # torch: imported only when a config is checked
-
-        problem = D.precision_problem(self.precision, "cpu" if self.device == "cpu" else None)
+        problem = precision_problem(self.precision, "cpu" if self.device == "cpu" else None)
         if problem:
             raise ConfigError(problem)
         return self
@@ -275,6 +273,27 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------
 # building blocks
 # ------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------
+# mixed precision
+# ------------------------------------------------------------------------------------------
+def precision_problem(precision: str, device: torch.device | str | None) -> str | None:
+    """Why ``precision`` cannot run on ``device`` (a message naming the fix), or ``None`` when it can.
+    ``device=None`` checks the name only."""
+    if precision not in PRECISIONS:
+        return f"invalid precision={precision!r}: choose from {list(PRECISIONS)}"
+    if device is None:
+        return None
+    import torch  # only when a device is given
+
+    dev = torch.device(device)
+    if precision == "fp16" and dev.type != "cuda":
+        return ("precision 'fp16' needs a CUDA GPU (float16 autocast with loss scaling); on CPU use "
+                "--precision bf16 or fp32")
+    if precision == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "this GPU does not support bfloat16: use --precision fp16 or fp32"
+    return None
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU raises ConfigError."""
     import torch

@@ -49,7 +49,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .config import PRECISIONS  # the precision names live with the (torch-free) config
+from .config import PRECISIONS, precision_problem  # torch-free: the config checks them too
 
 __all__ = [
     "DistributedSetupError", "DistContext", "PRECISIONS", "PRECISION_TEXT", "torchrun_env", "env_rank",
@@ -283,23 +283,6 @@ def rank_seed(seed: int, rank: int, epoch: int, stream: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2 ** 63 - 1)
 
 
-# ------------------------------------------------------------------------------------------
-# mixed precision
-# ------------------------------------------------------------------------------------------
-def precision_problem(precision: str, device: torch.device | str | None) -> str | None:
-    """Why ``precision`` cannot run on ``device`` (a message naming the fix), or ``None`` when it can.
-    ``device=None`` checks the name only."""
-    if precision not in PRECISIONS:
-        return f"invalid precision={precision!r}: choose from {list(PRECISIONS)}"
-    if device is None:
-        return None
-    dev = torch.device(device)
-    if precision == "fp16" and dev.type != "cuda":
-        return ("precision 'fp16' needs a CUDA GPU (float16 autocast with loss scaling); on CPU use "
-                "--precision bf16 or fp32")
-    if precision == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return "this GPU does not support bfloat16: use --precision fp16 or fp32"
-    return None
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
