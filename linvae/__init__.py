@@ -5,14 +5,7 @@ modules such as :mod:`linvae.names` and :mod:`linvae.dataroot` import without to
 """
 from __future__ import annotations
 
-from typing import Any
+from .lazy import lazy_exports
 
 __all__ = ["BetaRange", "BetaRangeError", "Gate", "HyperMLP", "sigmoid_gate", "sqrt_gate"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import conditioning
-
-        return getattr(conditioning, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {name: "conditioning" for name in __all__})

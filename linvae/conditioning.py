@@ -40,6 +40,7 @@ __all__ = [
     "GATE_KINDS",
     "Gate",
     "GateContext",
+    "check_gate_kinds",
     "beta_batch",
     "as_beta_range",
     "GatedModel",
@@ -226,6 +227,14 @@ GATE_KINDS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
 }
 if tuple(GATE_KINDS) != GATE_KIND_NAMES:  # pragma: no cover - guards whoever adds a gate kind
     raise ImportError("linvae.names.GATE_KIND_NAMES must list the keys of linvae.conditioning.GATE_KINDS")
+
+
+def check_gate_kinds(error: type[Exception] = ValueError, **kinds: str | None) -> None:
+    """Raise ``error`` naming the argument when a gate kind (e.g. ``enc_gate="relu"``) is not in :data:`GATE_KINDS`
+    (``None``, no gate, is accepted)."""
+    for what, kind in kinds.items():
+        if kind is not None and kind not in GATE_KINDS:
+            raise error(f"unknown {what} kind {kind!r}; choose one of {sorted(GATE_KINDS)}")
 
 
 class HyperMLP(nn.Module):

@@ -234,7 +234,7 @@ def test_beta_shape_errors():
     model = build_model("mnist", "resnet", mr=True)
     with pytest.raises(ValueError, match="beta must be"):
         model(torch.zeros(3, 1, 28, 28), torch.ones(2))
-    with pytest.raises(ValueError, match="expects images of shape"):
+    with pytest.raises(ValueError, match="expects inputs of shape"):
         model(torch.zeros(3, 3, 28, 28), 1.0)
 
 

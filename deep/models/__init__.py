@@ -12,8 +12,7 @@ import torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from linvae.lazy import lazy_exports
 
 #: where each re-exported name lives
 _EXPORTS = {"MultiRateVAE": "base", "GaussianLatentVAE": "base", "VAEOutput": "base", "EncoderOutput": "base",
@@ -23,12 +22,4 @@ _EXPORTS = {"MultiRateVAE": "base", "GaussianLatentVAE": "base", "VAEOutput": "b
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -244,18 +244,33 @@ class GaussianLatentVAE(MultiRateVAE):
     """A :class:`MultiRateVAE` with one diagonal Gaussian latent ``z`` ``(B, latent_dim)`` and a decoder that
     returns the logits of ``p(x|z)`` scored by ``self.distortion`` (a :class:`deep.models.objectives.Distortion`).
 
-    Write ``encode(x, beta) -> EncoderOutput(mu, log_var)`` and ``decode(z, beta) -> DecoderOutput(logits)``;
-    ``forward``, ``log_likelihood``, ``reconstruct`` and ``sample`` follow from them."""
+    Write ``encode(x, beta) -> EncoderOutput(mu, log_var)`` and ``decode(z, beta) -> DecoderOutput(logits)``
+    (or give the model ``encoder`` and ``decoder`` modules called as ``encoder(x, u)`` / ``decoder(z, u)`` with
+    the hyper-input ``u``); ``forward``, ``log_likelihood``, ``reconstruct`` and ``sample`` follow from them.
+    ``data_shape`` (one example's shape), when set, is checked by :meth:`encode`."""
 
     distortion: Any
+    data_shape: tuple[int, ...] | None = None
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` when ``x`` is not a batch of ``data_shape`` examples."""
+        if self.data_shape is not None and tuple(x.shape[1:]) != tuple(self.data_shape):
+            raise ValueError(f"{type(self).__name__} expects inputs of shape "
+                             f"(B, {', '.join(map(str, self.data_shape))}), got {tuple(x.shape)}")
 
     def encode(self, x: torch.Tensor, beta: torch.Tensor | float) -> EncoderOutput:
-        """Posterior ``q(z|x)`` at ``beta``: ``mu``, ``log_var`` ``(B, latent_dim)``."""
-        raise NotImplementedError(f"{type(self).__name__} must implement encode(x, beta)")
+        """Posterior ``q(z|x)`` at ``beta``: ``mu``, ``log_var`` ``(B, latent_dim)`` (default:
+        ``self.encoder(x, u)``)."""
+        if not hasattr(self, "encoder"):
+            raise NotImplementedError(f"{type(self).__name__} must implement encode(x, beta) or have an encoder")
+        self.check_input(x)
+        return self.encoder(x, self.hyper_input(beta, x.shape[0], x))
 
     def decode(self, z: torch.Tensor, beta: torch.Tensor | float) -> DecoderOutput:
-        """Logits of ``p(x|z)`` at ``beta`` (the shape of x)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement decode(z, beta)")
+        """Logits of ``p(x|z)`` at ``beta`` (the shape of x; default: ``self.decoder(z, u)``)."""
+        if not hasattr(self, "decoder"):
+            raise NotImplementedError(f"{type(self).__name__} must implement decode(z, beta) or have a decoder")
+        return self.decoder(z, self.hyper_input(beta, z.shape[0], z))
 
     def forward(self, x: torch.Tensor, beta: torch.Tensor | float, *, noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> VAEOutput:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import (GATE_KINDS, BetaRange, Gate, GateContext, beta_batch, as_beta_range, fold_scale,
+from linvae.conditioning import (check_gate_kinds, BetaRange, Gate, GateContext, beta_batch, as_beta_range, fold_scale,
                                  scaled_batch_norm, scaled_conv)
 
 from .base import DecoderOutput, EncoderOutput, GaussianLatentVAE, VAEOutput
@@ -427,21 +427,6 @@ class VAE(GaussianLatentVAE):
         u = super().hyper_input(beta, batch, like)
         return u if u is None or self.hyper_trunk is None else self.hyper_trunk(u)
 
-    # -- model API --------------------------------------------------------------------------------------
-    def _check_x(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(f"{self.dataset} model expects images of shape (B, {', '.join(map(str, self.data_shape))}),"
-                             f" got {tuple(x.shape)}")
-
-    def encode(self, x: torch.Tensor, beta: torch.Tensor | float) -> EncoderOutput:
-        """Posterior parameters for images ``x`` ``(B, C, H, W)`` in [0, 1]."""
-        self._check_x(x)
-        return self.encoder(x, self.hyper_input(beta, x.shape[0], x))
-
-    def decode(self, z: torch.Tensor, beta: torch.Tensor | float) -> DecoderOutput:
-        """Logits of ``p(x|z)`` for latents ``z`` ``(B, K)``."""
-        return self.decoder(z, self.hyper_input(beta, z.shape[0], z))
-
     def loss(self, x: torch.Tensor, beta: torch.Tensor | float, *,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, VAEOutput]:
         """``mean(distortion + beta * rate)`` and the forward output."""
@@ -476,9 +461,7 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
     dataset = dataset.lower()
     if arch not in ARCHS:
         raise UnknownArchError(f"unknown architecture {arch!r}; choose one of {list(ARCHS)}")
-    for what, kind in (("enc_gate", enc_gate), ("dec_gate", dec_gate)):
-        if kind not in GATE_KINDS:
-            raise ValueError(f"unknown {what} kind {kind!r}; choose one of {sorted(GATE_KINDS)}")
+    check_gate_kinds(enc_gate=enc_gate, dec_gate=dec_gate)
     info = NET_DATASETS[dataset]
     if latent_dim is None:
         latent_dim = info.latent_dim

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch
+from linvae.conditioning import check_gate_kinds, BetaRange, Gate, beta_batch
 
 from .base import DecoderOutput, EncoderOutput, GaussianLatentVAE
 from .objectives import LOG_2PI, get_distortion
@@ -289,21 +289,6 @@ class TCVAE(GaussianLatentVAE):
     def conventions(self) -> dict[str, str]:
         return {**super().conventions(), "objective": OBJECTIVES[self.objective_name]}
 
-    def _check_x(self, x: torch.Tensor) -> None:
-        if tuple(x.shape[1:]) != self.data_shape:
-            raise ValueError(f"TCVAE expects inputs of shape (B, {', '.join(map(str, self.data_shape))}), "
-                             f"got {tuple(x.shape)}")
-
-    # -- model API --------------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor, beta: torch.Tensor | float) -> EncoderOutput:
-        """Posterior ``(mu, log_var)``, each ``(B, K)``, of images ``x`` ``(B, 1, 64, 64)``."""
-        self._check_x(x)
-        return self.encoder(x, self.hyper_input(beta, x.shape[0], x))
-
-    def decode(self, z: torch.Tensor, beta: torch.Tensor | float) -> DecoderOutput:
-        """Bernoulli logits ``(B, 1, 64, 64)`` of ``p(x|z)`` for ``z`` ``(B, K)``."""
-        return self.decoder(z, self.hyper_input(beta, z.shape[0], z))
-
     def forward(self, x: torch.Tensor, beta: torch.Tensor | float, *, noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> TCVAEOutput:
         """One reparameterised sample per example and the decomposition over the batch (N = the model's
@@ -408,9 +393,7 @@ def build_model(*, mr: bool = True, latent_dim: int = 10, hidden: int = 1200,
         raise ValueError(f"unknown TC estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}")
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r} for the MLP family; choose one of {sorted(OBJECTIVES)}")
-    for what, kind in (("enc_gate", enc_gate), ("dec_gate", dec_gate)):
-        if kind not in GATE_KINDS:
-            raise ValueError(f"unknown {what} kind {kind!r}; choose one of {sorted(GATE_KINDS)}")
+    check_gate_kinds(enc_gate=enc_gate, dec_gate=dec_gate)
     for what, val in (("latent_dim", latent_dim), ("hidden", hidden), ("dataset_size", dataset_size)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
             raise ValueError(f"{what} must be a positive integer, got {val!r}")

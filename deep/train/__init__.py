@@ -16,8 +16,7 @@ not import torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from linvae.lazy import lazy_exports
 
 #: where each re-exported name lives
 _EXPORTS = {"TrainConfig": "config", "ConfigError": "config", "BASELINE_BETAS": "config", "load_config": "config",
@@ -25,12 +24,4 @@ _EXPORTS = {"TrainConfig": "config", "ConfigError": "config", "BASELINE_BETAS": 
 
 __all__ = ["TrainConfig", "ConfigError", "BASELINE_BETAS", "train", "resume_run", "load_config", "run_dir_for"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from linvae.conditioning import GATE_KINDS, BetaRange, Gate, beta_batch, as_beta_range
+from linvae.conditioning import check_gate_kinds, BetaRange, Gate, beta_batch, as_beta_range
 
 from ..base import MultiRateVAE
 from .layers import (BernoulliLikelihood, DecCombiner, DecoderCell, EncCombiner, EncoderCell, GateContext,
@@ -249,9 +249,7 @@ class NVAE(MultiRateVAE):
             raise NVAEConfigError(f"data_shape must be (C, H, W), got {data_shape!r}")
         if likelihood not in LIKELIHOODS:
             raise NVAEConfigError(f"unknown likelihood {likelihood!r}; choose one of {list(LIKELIHOODS)}")
-        for what, kind in (("enc_gate", enc_gate), ("dec_gate", dec_gate)):
-            if kind not in GATE_KINDS:
-                raise NVAEConfigError(f"unknown {what} kind {kind!r}; choose one of {sorted(GATE_KINDS)}")
+        check_gate_kinds(NVAEConfigError, enc_gate=enc_gate, dec_gate=dec_gate)
         hidden = tuple(int(h) for h in hyper_hidden)
         if mr and opts.kl_balance:
             raise NVAEConfigError("KL balancing is for the beta-NVAE only: the MR-NVAE's loss is "
