@@ -591,6 +591,7 @@ def ais_results_json(betas: Sequence[float], encoder_rate: Sequence[float], enco
         "inference_gap": gap.tolist(),
         "bdmc_lam": [b.lam if b is not None else None for b in bd],
         "bdmc_gap": [b.mean_gap if b is not None else None for b in bd],
+        "bdmc_gap_se": [b.to_dict()["gap_se"] if b is not None else None for b in bd],
         "ais_n_examples": [c.n_examples for c in curves],
         "ais_seconds": [c.seconds for c in curves],
         "ais_settings": curves[0].settings,
