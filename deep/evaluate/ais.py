@@ -24,8 +24,9 @@ transitions leaving ``q_{lam_t}`` invariant.  At every ``t``:
   whose expected distortion is ``E[distortion]``; so ``(rate, distortion)`` lies on or above the decoder's
   true RD curve in expectation (extended-state argument, docs/ais.md).  ``rate + lam distortion`` is
   ``-log_partition``, an upper bound on the optimum ``-log Z``.
-* ``*_se``: Monte Carlo standard errors over chains (delta method; ``rate_se = lam distortion_se +
-  log_partition_se``, conservative).  They do NOT include the bias of AIS; BDMC bounds that.
+* ``*_se``: Monte Carlo standard errors over chains: ``log_partition_se`` by the delta method,
+  ``distortion_se`` = variance of d over the chains / ESS, ``rate_se = lam distortion_se + log_partition_se``
+  (conservative).  They do NOT include the bias of AIS; BDMC bounds that.
 
 HMC: identity mass, ``n_leapfrog`` leapfrog steps, Metropolis accept/reject, one step size per
 (intermediate distribution, example).  As in Huang et al., a FIRST run adapts the step sizes towards
@@ -237,9 +238,9 @@ def _weights_stats(log_w: torch.Tensor, d: torch.Tensor, lam: float) -> dict[str
     sum_w2 = (w * w).sum(0)
     corr = c / max(c - 1, 1)
     log_z_se = torch.sqrt(torch.clamp((c * sum_w2 - 1.0) / max(c - 1, 1), min=0.0))
-    # weighted variance / ESS (Kish): equals sd / sqrt(C) for uniform weights; unlike the delta-method
-    # sum w~^2 (d - D)^2 it does not collapse when one chain dominates (measured on the linear oracle)
-    dist_se = torch.sqrt(corr * (w * (dd - dist) ** 2).sum(0) * sum_w2)
+    # spread of d over the chains / ESS: equals sd / sqrt(C) for uniform weights; unlike the delta-method
+    # sum w~^2 (d - D)^2 (or a weighted variance) it does not collapse to 0 when one chain dominates
+    dist_se = torch.sqrt(dd.var(0, unbiased=c > 1) * sum_w2) if c > 1 else torch.zeros_like(dist)
     return {"log_partition": log_z, "distortion": dist, "rate": -lam * dist - log_z,
             "log_partition_se": log_z_se, "distortion_se": dist_se, "rate_se": lam * dist_se + log_z_se,
             "ess": 1.0 / sum_w2}
