@@ -236,7 +236,6 @@ def _weights_stats(log_w: torch.Tensor, d: torch.Tensor, lam: float) -> dict[str
     dd = d.double()
     dist = (w * dd).sum(0)
     sum_w2 = (w * w).sum(0)
-    corr = c / max(c - 1, 1)
     log_z_se = torch.sqrt(torch.clamp((c * sum_w2 - 1.0) / max(c - 1, 1), min=0.0))
     # spread of d over the chains / ESS: equals sd / sqrt(C) for uniform weights; unlike the delta-method
     # sum w~^2 (d - D)^2 (or a weighted variance) it does not collapse to 0 when one chain dominates
@@ -538,13 +537,13 @@ def bdmc(distortion: DistortionFn, latent_dim: int, sample_data, n_examples: int
         xb, zb = x[start:start + settings.batch_size], z_star[start:start + settings.batch_size]
         t1 = time.perf_counter()
         adapt_target = DistortionTarget(distortion, xb, settings.n_chains_adapt or settings.n_chains)
-        tuned = _forward(adapt_target, latent_dim, sched, settings, None, _generator(settings.seed, batch_no, 11, device),
-                         dtype, device, desc=f"BDMC step sizes [{batch_no}]")
+        gens = [_generator(settings.seed, batch_no, salt, device) for salt in (11, 12, 13)]
+        tuned = _forward(adapt_target, latent_dim, sched, settings, None, gens[0], dtype, device,
+                         desc=f"BDMC step sizes [{batch_no}]")
         target = DistortionTarget(distortion, xb, settings.n_chains)
-        fwd = _forward(target, latent_dim, sched, settings, tuned["step_size"],
-                       _generator(settings.seed, batch_no, 12, device), dtype, device, desc=f"BDMC forward [{batch_no}]")
-        upper = _reverse(target, zb, sched, settings, tuned["step_size"], _generator(settings.seed, batch_no, 13, device),
-                         desc=f"BDMC reverse [{batch_no}]")
+        fwd = _forward(target, latent_dim, sched, settings, tuned["step_size"], gens[1], dtype, device,
+                       desc=f"BDMC forward [{batch_no}]")
+        upper = _reverse(target, zb, sched, settings, tuned["step_size"], gens[2], desc=f"BDMC reverse [{batch_no}]")
         lowers.append(fwd["log_partition"][-1].cpu().numpy())
         uppers.append(upper.cpu().numpy())
         parts.append(_to_result(sched, fwd, adapt_target.evals + target.evals, time.perf_counter() - t1, settings))
