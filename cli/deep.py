@@ -272,6 +272,16 @@ def _evaluate_and_report(run_dir: Path, *, n_betas: int, iw_k: int, batch_size: 
     for note in (results.get("evaluation") or {}).get("notes") or ():
         click.echo(f"note: {note}")
     click.echo(f"results: {results['path']}")
+    if results.get("ais_path"):
+        click.echo(f"{'beta':>9} {'AIS R':>9} {'AIS D':>10} {'enc R':>9} {'enc D':>10} {'gap':>8} {'BDMC':>7}"
+                   "   (AIS point of the decoder at lam = 1/beta vs the encoder, same examples; nats)")
+        for j, b in enumerate(results["beta"]):
+            bd = results["bdmc_gap"][j]
+            click.echo(f"{b:9.4g} {results['ais_rate_at_beta'][j]:9.2f} {results['ais_distortion_at_beta'][j]:10.2f} "
+                       f"{results['ais_encoder_rate'][j]:9.2f} {results['ais_encoder_distortion'][j]:10.2f} "
+                       f"{results['inference_gap'][j]:8.2f} {'-' if bd is None else f'{bd:.2f}':>7}")
+        click.echo(f"AIS curves: {results['ais_path']} (draw: python -m paper_figures.fig_ais {results['ais_path']} "
+                   "OUT_PREFIX)")
     if results.get("images"):
         click.echo(f"images:  {Path(results['path']).parent / results['images']['folder']}")
     return results
@@ -406,6 +416,14 @@ def sweep(**opts: Any) -> None:
               help="The FID Inception-v3 weights file (pytorch-fid's TF-FID weights; default: looked up in "
                    "torch hub's checkpoint folder).")
 @click.option("--download", is_flag=True, help="Let pytorch-fid download the FID Inception weights if missing.")
+@click.option("--ais", is_flag=True, help="AIS rate-distortion curve of each beta's decoder (Huang et al. 2020), "
+              "written to results/ais.json; see docs/ais.md.")
+@click.option("--ais-steps", type=click.IntRange(min=1), default=500, show_default=True,
+              help="AIS schedule length (intermediate distributions).")
+@click.option("--ais-examples", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Test examples AIS runs on.")
+@click.option("--ais-chains", type=click.IntRange(min=1), default=16, show_default=True, help="AIS chains per example.")
+@click.option("--ais-bdmc", is_flag=True, help="Add bidirectional Monte Carlo (the AIS error bound) on simulated data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the evaluation noise.")
 @click.option("--device", default=None, help="Default: the run's device setting.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
@@ -415,12 +433,15 @@ def sweep(**opts: Any) -> None:
 def evaluate(run: str, n_betas: int | None, betas: str | None, iw_k: int | None, split: str,
              batch_size: int | None, max_examples: int | None, mi_examples: int | None, per_beta: bool,
              beta_chunk: int | None, max_rows: int | None, recalibrate_bn: bool, no_images: bool,
-             fid_samples: int, fid_weights: str | None, download: bool, seed: int,
+             fid_samples: int, fid_weights: str | None, download: bool, ais: bool, ais_steps: int,
+             ais_examples: int, ais_chains: int, ais_bdmc: bool, seed: int,
              device: str | None, data_dir: str | None, output: str | None, quiet: bool) -> None:
     """Evaluate the run in folder RUN: RD curve, IW-NLL, active units, MI, image grids (and FID with
     --fid-samples)."""
     if (fid_weights or download) and not fid_samples:
         raise click.UsageError("--fid-weights and --download only apply to the FID: add --fid-samples N")
+    if ais_bdmc and not ais:
+        raise click.UsageError("--ais-bdmc only applies to AIS: add --ais")
     with user_errors():
         _evaluate_and_report(Path(run), n_betas=n_betas, iw_k=iw_k, batch_size=batch_size,
                              max_examples=max_examples, progress=not quiet, split=split,
@@ -428,7 +449,9 @@ def evaluate(run: str, n_betas: int | None, betas: str | None, iw_k: int | None,
                              beta_chunk=beta_chunk, max_rows=max_rows, mi_examples=mi_examples,
                              recalibrate_bn=recalibrate_bn, images=not no_images, seed=seed, device=device,
                              data_dir=data_dir, out_name=output, fid_samples=fid_samples,
-                             fid_weights=fid_weights, download=download)
+                             fid_weights=fid_weights, download=download,
+                             ais={"n_steps": ais_steps, "n_chains": ais_chains, "progress": not quiet} if ais else None,
+                             ais_examples=ais_examples, ais_bdmc=ais_bdmc)
 
 
 def _sci(n: float) -> str:

@@ -2,6 +2,7 @@
 decoder's closed form (linvae.decoder_rd), a Bernoulli decoder with a 2-d latent by quadrature, BDMC
 sandwiches, HMC invariance and step-size adaptation.  float64 throughout."""
 import math
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -234,3 +235,70 @@ def test_inference_gap_is_zero_at_the_linear_joint_optimum_and_results_file():
         enc_loss = ex["distortion"][:, 0].mean() + beta * ex["rate"][:, 0].mean()
         gap = enc_loss + beta * out["ais_log_partition_at_beta"][j]
         assert abs(gap) < beta * (5 * curves[j].point(1.0 / beta)["log_partition_se"] + 0.05)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the evaluator: AIS as a beta-level metric of the one evaluation loop, through evaluate_run and the CLI
+# ----------------------------------------------------------------------------------------------------
+def test_evaluate_run_with_ais_writes_the_figure_file(tmp_path):
+    import json
+
+    from _tiny_family import TinySplit, TinyVAE, registered
+
+    from deep.evaluate import evaluate_run
+    from deep.train import TrainConfig, train
+    from paper_figures.fig_ais import load_ais_results
+
+    with registered():
+        run = train(TrainConfig(dataset="tiny", arch="tinymlp", epochs=1, batch_size=16, device="cpu", n_betas=2,
+                                out_dir=str(tmp_path)), progress=False)
+        res = evaluate_run(run, images=False, ais={"n_steps": 30, "n_chains": 4, "lam_max": 20.0}, ais_examples=3,
+                           ais_bdmc=True)
+    for key in ("ais_rate_at_beta", "ais_distortion_at_beta", "inference_gap", "bdmc_gap"):
+        assert len(res[key]) == 2 and all(v is not None and np.isfinite(v) for v in res[key]), key
+    ais = load_ais_results(res["ais_path"])      # the figure's reader accepts it
+    on_disk = json.loads(Path(res["ais_path"]).read_text())
+    assert on_disk["beta"] == res["beta"] and len(on_disk["ais_lam"][0]) > 30
+    assert on_disk["bdmc_lam"] == [1.0, 1.0]       # Bernoulli decoder: BDMC at lam = 1 only
+    # the encoder's numbers in the AIS file are those of the same examples, and the gap is the Lagrangian one
+    for j, beta in enumerate(res["beta"]):
+        lz = on_disk["ais_log_partition_at_beta"][j]
+        want = res["ais_encoder_distortion"][j] + beta * res["ais_encoder_rate"][j] + beta * lz
+        assert res["inference_gap"][j] == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert "test examples" in on_disk["protocol"]["label"] and ais is not None
+
+
+def test_ais_is_refused_for_a_family_without_a_decoder_distortion():
+    from deep.evaluate.run import _ais_metric
+    from deep.models.base import EvaluationOptionError
+    from deep.models.nvae.model import build_nvae
+
+    model = build_nvae("mnist", preset="small", mr=True)
+
+    class Data:
+        def get_batch(self, index, *, train=False):
+            return torch.zeros(len(index), 1, 28, 28)
+
+    with pytest.raises(EvaluationOptionError, match="not available for the NVAE: its prior is hierarchical"):
+        _ais_metric(model, Data(), True, 2, False, 0, [1.0])
+
+
+def test_cli_evaluate_ais_options(tmp_path):
+    from click.testing import CliRunner
+
+    from _tiny_family import registered
+
+    from cli.main import cli
+    from deep.train import TrainConfig, train
+
+    with registered():
+        run = train(TrainConfig(dataset="tiny", arch="tinymlp", epochs=1, batch_size=16, device="cpu", n_betas=2,
+                                out_dir=str(tmp_path)), progress=False)
+        r = CliRunner().invoke(cli, ["deep", "evaluate", str(run), "--no-images", "--quiet", "--ais", "--ais-steps",
+                                     "12", "--ais-examples", "2", "--ais-chains", "3"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        assert "AIS curves:" in r.output and (run / "results" / "ais.json").exists()
+        settings = __import__("json").loads((run / "results" / "ais.json").read_text())["ais_settings"]
+        assert (settings["n_steps"], settings["n_chains"]) == (12, 3)
+        bad = CliRunner().invoke(cli, ["deep", "evaluate", str(run), "--ais-bdmc"])
+        assert bad.exit_code == 2 and "--ais-bdmc only applies to AIS" in bad.output

@@ -123,3 +123,96 @@ class FIDMetric:
                         "many test images; features: "
                         + ("Inception-v3 pool3 (pytorch-fid, TF-FID weights)" if self.standard
                            else "a caller-supplied feature map (not comparable with published FIDs)"))}
+
+
+class AISMetric:
+    """Annealed importance sampling of each beta's decoder (:mod:`deep.evaluate.ais`; Huang et al. 2020): the
+    decoder's whole rate-distortion curve q_lam(z|x) ∝ p(z) exp(-lam d(x, z)) on the first ``n_examples`` test
+    examples, its point at lam = 1/beta, the encoder's (R, D) on the same examples and the inference gap
+    ``(D_enc + beta R_enc) + beta log Z(1/beta)`` (nats of the beta-VAE loss; >= 0 up to AIS error).
+    ``bdmc=True`` adds bidirectional Monte Carlo on data simulated from the decoder (its log Z gap bounds the
+    AIS error there): at lam = 1/beta for Gaussian / SSE distortions, at lam = 1 for Bernoulli ones."""
+
+    name = "ais"
+
+    def __init__(self, data: Any, settings: Any, *, n_examples: int = 16, bdmc: bool = False, seed: int = 0) -> None:
+        n = min(int(n_examples), len(data))
+        self.x = data.get_batch(torch.arange(n), train=False)
+        self.settings, self.bdmc, self.seed = settings, bool(bdmc), int(seed)
+        self.betas: list[float] = []
+        self.curves: list = []
+        self.bdmc_results: list = []
+        self.encoder: list[tuple[float, float]] = []
+
+    def _bdmc(self, model: nn.Module, beta_t: torch.Tensor, dist, settings):
+        from . import ais as A
+
+        name = getattr(getattr(model, "distortion", None), "name", None)
+        mean = lambda z: torch.sigmoid(model.decode(z, beta_t).logits)  # noqa: E731
+        if name == "bernoulli":
+            sampler, lam = A.bernoulli_data_sampler(lambda z: model.decode(z, beta_t).logits), 1.0
+        elif name in ("sse", "half_sse", "gaussian_nll"):
+            sampler, lam = A.gaussian_data_sampler(mean, {"sse": 0.5}.get(name, 1.0)), 1.0 / float(beta_t)
+        else:
+            return None
+        return A.bdmc(dist, int(model.latent_dim), sampler, self.x.shape[0], settings, lam=lam,
+                      dtype=self.x.dtype, device=self.x.device)
+
+    def __call__(self, model: nn.Module, beta: float) -> dict[str, Any]:
+        import dataclasses
+
+        from . import ais as A
+
+        device = model_device(model)
+        x = self.x.to(device)
+        self.x = x
+        beta_t = torch.tensor([beta], device=device)
+        lam = 1.0 / beta
+        settings = dataclasses.replace(self.settings, include=(lam,), lam_max=max(self.settings.lam_max, lam),
+                                       seed=self.seed)
+        grads = [p.requires_grad for p in model.parameters()]
+        model.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                dist = lambda xx, z: model.decoder_distortion(xx, z, beta_t)  # noqa: E731
+                curve = A.ais_rd_curve(dist, int(model.latent_dim), x, settings)
+                bd = self._bdmc(model, beta_t, dist, settings) if self.bdmc else None
+            with torch.no_grad():
+                out = model(x, beta_t, noise=model.sample_noise(x.shape[0], noise_generator(self.seed, 0, salt=4)))
+        finally:
+            for p, g in zip(model.parameters(), grads):
+                p.requires_grad_(g)
+        enc_r, enc_d = float(out.rate.double().mean()), float(out.distortion.double().mean())
+        point = curve.point(lam)
+        gap = float(A.inference_gap([enc_r], [enc_d], [beta], [point["log_partition"]])[0])
+        self.betas.append(beta)
+        self.curves.append(curve)
+        self.bdmc_results.append(bd)
+        self.encoder.append((enc_r, enc_d))
+        return {"ais_rate_at_beta": point["rate"], "ais_distortion_at_beta": point["distortion"],
+                "ais_encoder_rate": enc_r, "ais_encoder_distortion": enc_d, "inference_gap": gap,
+                "bdmc_gap": bd.mean_gap if bd is not None else None,
+                "bdmc_lam": bd.lam if bd is not None else None}
+
+    def results(self, protocol: str) -> dict:
+        """The AIS results file (``paper_figures/fig_ais.py`` reads it): every curve, arrays indexed by beta."""
+        from . import ais as A
+
+        rates, dists = zip(*self.encoder) if self.encoder else ((), ())
+        return A.ais_results_json(self.betas, rates, dists, self.curves, self.bdmc_results, protocol=protocol)
+
+    def estimators(self) -> dict[str, str]:
+        n = int(self.x.shape[0])
+        s = self.settings
+        return {
+            "ais_rate_at_beta": (f"AIS (HMC, {s.n_steps} {s.schedule} steps to lam_max={s.lam_max:g}, {s.n_chains} chains, "
+                                 f"step size tuned in a first run and reused) of the decoder at beta, on the first {n} "
+                                 "test examples: rate upper estimate R(lam) = -lam D(lam) - log Z(lam) at lam = 1/beta"),
+            "ais_distortion_at_beta": "AIS estimate of D(lam) = E_{q_lam}[d(x, z)] at lam = 1/beta, same examples",
+            "ais_encoder_rate": f"the encoder's rate on the same {n} examples",
+            "ais_encoder_distortion": f"the encoder's distortion on the same {n} examples (one sample)",
+            "inference_gap": "(D_enc + beta R_enc) + beta log Z_AIS(1/beta): nats of the beta-VAE loss the encoder "
+                             "loses against the decoder's optimal posterior (amortisation + approximation gap)",
+            "bdmc_gap": ("bidirectional Monte Carlo gap on log Z (upper - lower bound, nats) on data simulated "
+                         "from the decoder at bdmc_lam" if self.bdmc else "not run (bdmc=False)"),
+        }

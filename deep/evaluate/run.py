@@ -23,7 +23,7 @@ from deep.train.runs import CheckpointMismatchError, RunError, RunPaths, load_ch
 from deep.train.runtime import tune_cpu_allocator
 
 from . import metrics as M
-from .beta_metrics import MIG_OPTIONS, FIDMetric, MIGMetric
+from .beta_metrics import MIG_OPTIONS, AISMetric, FIDMetric, MIGMetric
 from .images import save_image_grids
 from .loop import LOOP_OPTIONS, model_device, rd_sweep
 
@@ -98,6 +98,22 @@ def _monotonicity(betas: Sequence[float], rate: Sequence[float], distortion: Seq
             "max_rate_increase": rate_up, "max_distortion_decrease": dist_down}
 
 
+def _ais_metric(model: nn.Module, data: Any, ais: Any, n_examples: int, bdmc: bool, seed: int,
+                betas: Sequence[float]) -> AISMetric:
+    """The AIS metric for ``model``, or a clear error when its family has no decoder AIS can score."""
+    from .ais import AISSettings
+
+    settings = ais if isinstance(ais, AISSettings) else AISSettings(**({} if ais is True else dict(ais)))
+    x = data.get_batch(torch.arange(1), train=False).to(model_device(model))
+    try:
+        with torch.no_grad():
+            model.decoder_distortion(x, torch.zeros(1, int(model.latent_dim), device=x.device),
+                                     torch.tensor([float(betas[0])], device=x.device))
+    except NotImplementedError as exc:
+        raise EvaluationOptionError(f"--ais: {exc}") from None
+    return AISMetric(data, settings, n_examples=n_examples, bdmc=bdmc, seed=seed)
+
+
 def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: int | None = None,
                  split: str = "test", batch_size: int | None = None, *,
                  betas: Sequence[float] | None = None, batched: bool = True, beta_chunk: int | None = None,
@@ -107,7 +123,8 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
                  recalibrate_examples: int = 2000, data_dir: str | None = None,
                  model: nn.Module | None = None, data: Any = None, progress: bool = False,
                  out_name: str | None = None, fid_samples: int = 0, fid_weights: str | None = None,
-                 fid_extractor: Any = None, download: bool = False, sweep_options: dict | None = None) -> dict:
+                 fid_extractor: Any = None, download: bool = False, sweep_options: dict | None = None,
+                 ais: Any = None, ais_examples: int = 16, ais_bdmc: bool = False) -> dict:
     """Evaluate a run folder; write and return ``results/rd.json`` (``rd_<split>.json`` for other splits).
 
     MR-VAE: ``n_betas`` (default: the run's ``n_betas``, 20) log-spaced betas over its trained range, or
@@ -122,6 +139,11 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
     FID of that many prior samples per beta against as many test images
     (:class:`deep.evaluate.beta_metrics.FIDMetric`; the standard Inception features via pytorch-fid, or
     ``fid_extractor``); when the FID network is unavailable the results say why instead of failing.
+    ``ais`` (an :class:`deep.evaluate.ais.AISSettings`, a dict of its fields, or ``True`` for the defaults) adds
+    the AIS rate-distortion curve of each beta's decoder on the first ``ais_examples`` test examples
+    (:class:`deep.evaluate.beta_metrics.AISMetric`; ``ais_bdmc`` adds bidirectional Monte Carlo): per-beta
+    arrays in the result and every curve in ``ais.json`` (``ais_<name>.json`` for other result names) next to
+    it, the file ``paper_figures/fig_ais.py`` draws.
     """
     paths = RunPaths(run_dir)
     run_config = None
@@ -189,6 +211,10 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
         except (M.FIDUnavailableError, OSError) as exc:
             notes.append(f"FID not computed: {exc}")
             fid_error = f"unavailable: {exc}"
+    ais_metric = None
+    if ais is not None and ais is not False:
+        ais_metric = _ais_metric(model, data, ais, ais_examples, ais_bdmc, seed, grid)
+        metrics.append(ais_metric)
     sweep_out = rd_sweep(model, data, grid, batch_size=batch_size, iw_k=iw_k, batched=batched, seed=seed,
                          max_examples=max_examples, n_images=n_images if images else 0, recalibrate=recal,
                          metrics=metrics, progress=progress, **loop_opts)
@@ -241,4 +267,16 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
     results_dir.mkdir(parents=True, exist_ok=True)
     path = write_json(results_dir / name, results)
     results["path"] = str(path)
+    if ais_metric is not None:
+        stem = Path(name).stem
+        ais_name = "ais.json" if name == "rd.json" else f"ais_{stem.removeprefix('rd_')}.json"
+        reduced = ((run_config or {}).get("conventions") or {}).get("reduced_protocol")
+        st = ais_metric.settings
+        label = (f"{results['model']['kind']} {config.dataset}/{config.arch}, trained {ckpt['epoch']} epoch(s)"
+                 + (f"; REDUCED: {reduced}" if reduced else "")
+                 + f"; AIS on the first {int(ais_metric.x.shape[0])} test examples, {st.n_steps} steps, "
+                 f"{st.n_chains} chains")
+        ais_out = ais_metric.results(protocol=label)
+        ais_out.update({"run": str(paths.root), "rd_results": name, "config": config.to_dict()})
+        results["ais_path"] = str(write_json(results_dir / ais_name, ais_out))
     return results

@@ -61,6 +61,7 @@ hook                      used by / default
 ``eval_terms``            per-example extras averaged per beta (e.g. per-group KL, TC terms); default none
 ``evaluation_batch_size``   examples per evaluation batch (estimators that need large batches); default as asked
 ``iw_nll``                importance-weighted NLL ``(B,)``; default from ``encode`` / ``log_likelihood``
+``decoder_distortion``    ``d(x, z)`` of the decoder for AIS rate-distortion curves; from ``decode`` (one latent)
 ``encode``                ``(mu, log_var)`` of ``q(z|x)`` (MIG, IW-NLL); optional
 ``log_likelihood``        ``log p(x|z)`` ``(B,)`` (IW-NLL); optional
 ``reconstruct``/``sample``  mean images for image grids and FID; optional
@@ -224,6 +225,14 @@ class MultiRateVAE(GatedModel, nn.Module):
         return iw_nll(x, lambda xx: self.encode(xx, one), lambda xr, z: self.log_likelihood(xr, z, one),
                                k=k, chunk=chunk, generator=generator)
 
+    def decoder_distortion(self, x: Any, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """``d(x, z)`` ``(B,)`` of the decoder at ``beta`` for latents ``z`` ``(B, latent_dim)`` under the prior
+        ``N(0, I)``, differentiable in ``z``: what annealed importance sampling of the decoder's
+        rate-distortion curve needs (:mod:`deep.evaluate.ais`). Families without one raise
+        ``NotImplementedError`` saying why."""
+        raise NotImplementedError(f"{type(self).__name__} has no decoder_distortion(x, z, beta) hook: AIS "
+                                  "rate-distortion curves need a decoder scored on latents z ~ N(0, I)")
+
     def has_likelihood(self) -> bool:
         """Whether :meth:`iw_nll` is defined (the distortion is a true negative log-likelihood)."""
         dist = getattr(self, "distortion", None)
@@ -292,6 +301,9 @@ class GaussianLatentVAE(MultiRateVAE):
                 "log-likelihood, so log p(x|z) and IW-NLL are undefined; build the model with "
                 "distortion='bernoulli' or 'gaussian_nll'")
         return self.distortion.log_likelihood(self.decode(z, beta).logits, x)
+
+    def decoder_distortion(self, x: torch.Tensor, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        return self.distortion(self.decode(z, beta).logits, x)
 
     def reconstruct(self, x: torch.Tensor, beta: torch.Tensor | float) -> torch.Tensor:
         """Mean image of ``p(x|z)`` at the posterior mean ``z = mu`` (in [0, 1])."""

@@ -567,6 +567,12 @@ class NVAE(MultiRateVAE):
     def has_likelihood(self) -> bool:
         return True
 
+    def decoder_distortion(self, x: torch.Tensor, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            f"AIS rate-distortion curves are not available for the NVAE: its prior is hierarchical "
+            f"(p(z_l | z_<l), {self.num_groups} groups, {self.latent_dim} latent dimensions), while the AIS "
+            "evaluator anneals from a standard normal prior over one latent vector")
+
     def iw_nll(self, x: torch.Tensor, beta: torch.Tensor, k: int, *, generator: torch.Generator | None = None,
                max_rows: int = 256) -> torch.Tensor:
         """Importance-weighted NLL over the whole hierarchy (:func:`iw_nll`)."""
