@@ -127,6 +127,7 @@ class BetaRange:
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        power: float = 1.0,
     ) -> torch.Tensor:
         """Draw ``n`` betas, log-uniform on ``[a, b]``; shape ``(n,)``.
 
@@ -135,7 +136,14 @@ class BetaRange:
         ``per="stratified"`` draws one beta per example from each of ``n`` equal slices of
         ``[log a, log b]``, in random order: every beta is still log-uniform, the batch covers the whole
         range (both ends included) and the batch mean of the objective has lower variance.
+
+        ``power`` p reshapes the density: ``log beta = log a + (log b - log a) * v ** p`` with ``v`` the uniform
+        (or stratified) draw. ``p = 1`` is log-uniform (the paper); ``p > 1`` puts more mass at small beta
+        (a fraction ``q ** (1 / p)`` of the draws falls in the lowest fraction ``q`` of the log range; p = 2: half
+        in the lowest quarter); ``p < 1`` more at large beta.
         """
+        if not (power > 0 and math.isfinite(power)):
+            raise ValueError(f"power must be a finite number > 0, got {power!r}")
         if per not in BETA_SAMPLING:
             raise ValueError(f"per must be one of {BETA_SAMPLING}, got {per!r}")
         dtype = dtype or torch.get_default_dtype()
@@ -144,6 +152,8 @@ class BetaRange:
         if per == "stratified":
             slot = torch.randperm(n, generator=generator, device="cpu").to(dtype)
             u01 = (slot + u01) / n
+        if power != 1.0:
+            u01 = u01.pow(power)
         u01 = u01.to(device or "cpu")
         log_beta = self.log_a + (self.log_b - self.log_a) * u01
         beta = torch.exp(log_beta)

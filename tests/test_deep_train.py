@@ -142,8 +142,9 @@ def test_training_decreases_loss_and_writes_run_folder(tmp_path):
     assert hist[-1]["lr"] == pytest.approx(cfg.min_lr, rel=1e-6)
 
 
-def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
-    cfg = tiny_config(tmp_path, epochs=3, run_name="straight")
+@pytest.mark.parametrize("extra", [{}, {"loss_normalization": "per_beta", "beta_density_power": 2.0}])
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, extra):
+    cfg = tiny_config(tmp_path, epochs=3, run_name="straight", **extra)
     straight, m_straight = run(cfg)
     cfg_b = cfg.replace(run_name="interrupted")
     run(cfg_b, stop_after_epochs=1)
@@ -533,3 +534,33 @@ def test_trainer_keeps_monotone_decoder_gates_monotone(tmp_path, monotone):
     for g in model.decoder.modules():
         if isinstance(g, Gate):
             assert bool((torch.diff(g.factors(u), dim=0) <= 0).all())  # every decoder gate closes as beta grows
+
+
+# ------------------------------------------------------------------------------------------
+# beta density and the per-beta loss normalisation (issue 19's options)
+# ------------------------------------------------------------------------------------------
+def test_per_beta_loss_scale_equalises_the_bins():
+    scale = L.PerBetaLossScale(BetaRange(0.01, 10.0), n_bins=8, momentum=0.5)
+    beta = torch.tensor([0.0101, 0.0102, 9.9, 9.8])          # bins 0 and 7
+    losses = torch.tensor([10.0, 10.0, 40.0, 40.0])
+    w = scale.weights(beta, losses)
+    torch.testing.assert_close(w, torch.tensor([2.5, 2.5, 0.625, 0.625]))   # mean of the bin means = 25
+    torch.testing.assert_close(w * losses, torch.full((4,), 25.0))
+    # running means: bin 0 sees 20 next, its mean moves halfway (momentum 0.5): 15
+    w2 = scale.weights(beta[:1], torch.tensor([20.0]))
+    assert scale.mean[0] == pytest.approx(15.0) and float(w2) == pytest.approx(27.5 / 15.0)
+    again = L.PerBetaLossScale(BetaRange(0.01, 10.0), n_bins=8, momentum=0.5)
+    again.load_state_dict(scale.state_dict())
+    torch.testing.assert_close(again.mean, scale.mean, equal_nan=True)
+
+
+def test_beta_density_power_puts_the_stated_mass_at_small_beta():
+    r = BetaRange(0.01, 10.0)
+    g = torch.Generator().manual_seed(0)
+    quarter = r.log_a + 0.25 * (r.log_b - r.log_a)
+    for power, expected in ((1.0, 0.25), (2.0, 0.5), (3.0, 0.25 ** (1 / 3))):
+        beta = r.sample(200_000, generator=g, power=power, dtype=torch.float64)
+        assert float((beta.log() < quarter).double().mean()) == pytest.approx(expected, abs=0.005)
+        assert float(beta.min()) >= 0.01 * (1 - 1e-9) and float(beta.max()) <= 10.0 * (1 + 1e-9)
+    strat = r.sample(64, per="stratified", generator=g, power=2.0, dtype=torch.float64)
+    assert int((strat.log() < quarter).sum()) == 32                      # stratified: exactly half

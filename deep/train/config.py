@@ -35,6 +35,8 @@ OBJECTIVES = ("elbo", "tcvae")
 
 
 OPTIMIZERS = ("adam", "adamax")
+#: How an MR-VAE's per-example losses are weighted across beta (see TrainConfig.loss_normalization).
+LOSS_NORMALIZATIONS = ("none", "per_beta")
 
 
 #: Numeric precisions of training (:mod:`deep.train.distributed` implements them).
@@ -121,6 +123,13 @@ class TrainConfig:
         "example", "One beta per example (reference code), per minibatch (paper's Algorithm 1), or per "
         "example stratified over the range (each batch covers [a, b] evenly; same log-uniform marginal).",
         choices=BETA_SAMPLING)
+    beta_density_power: float = _doc(
+        1.0, "Shape of the MR-VAE's beta density: log beta = log a + (log b - log a) * U^p; 1 is log-uniform "
+        "(the paper), p > 1 puts more samples at small beta (p = 2: half in the lowest quarter of the log range).")
+    loss_normalization: str = _doc(
+        "none", "MR-VAE loss weighting across beta: none (the paper: mean of D + beta R); per_beta: each "
+        "example's loss divided by a running mean of the loss in its beta bin (8 bins in log beta), so every "
+        "part of the range weighs alike in the gradient.", choices=LOSS_NORMALIZATIONS)
     kl_schedule: str = _doc("constant", "KL weight schedule: constant; linear (0 -> beta over the first "
                             "kl_warmup_fraction); cyclical (kl_cycles ramps).", choices=KL_SCHEDULES)
     kl_schedule_unit: str = _doc("step", "The KL schedule advances per optimisation step or per epoch "
@@ -219,6 +228,8 @@ class TrainConfig:
             raise bad("lr", "must be > 0")
         if not (self.hyper_lr_mult > 0 and math.isfinite(self.hyper_lr_mult)):
             raise bad("hyper_lr_mult", "must be > 0")
+        if not (self.beta_density_power > 0 and math.isfinite(self.beta_density_power)):
+            raise bad("beta_density_power", "must be a finite number > 0 (1: log-uniform)")
         if not 0 <= self.min_lr <= self.lr:
             raise bad("min_lr", f"must lie in [0, lr={self.lr}]")
         if not 0 <= self.lr_warmup_epochs <= self.epochs:

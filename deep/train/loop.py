@@ -115,6 +115,47 @@ def validation_loss(model: nn.Module, data: Any, config: TrainConfig, device: to
     return total / max(1, count * len(betas))
 
 
+class PerBetaLossScale:
+    """Per-example loss weights that make every part of an MR-VAE's beta range weigh alike in the gradient
+    (``TrainConfig.loss_normalization="per_beta"``).
+
+    The log range ``[log a, log b]`` is cut into ``n_bins`` equal bins; a running mean (exponential, ``momentum``)
+    of the per-example loss is kept for each bin from the batches seen. An example whose beta falls in bin k gets
+    the weight ``mean over bins of the running means / running mean of bin k`` (no gradient through it), so
+    the loss of every bin has about the same size and the average weight is about 1. Each beta's optimum is
+    unchanged (a positive factor per beta); what changes is how the shared weights trade betas off.
+    """
+
+    def __init__(self, beta_range: Any, n_bins: int = 8, momentum: float = 0.99) -> None:
+        self.log_a, self.log_b = float(beta_range.log_a), float(beta_range.log_b)
+        self.n_bins, self.momentum = int(n_bins), float(momentum)
+        self.mean = torch.full((self.n_bins,), float("nan"), dtype=torch.float64)
+
+    def bins(self, beta: torch.Tensor) -> torch.Tensor:
+        """The bin of each beta ``(B,)`` (long)."""
+        pos = (torch.log(beta.detach().double().cpu()) - self.log_a) / (self.log_b - self.log_a)
+        return (pos * self.n_bins).floor().clamp(0, self.n_bins - 1).long()
+
+    def weights(self, beta: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        """Update the running means with this batch's losses ``(B,)`` at ``beta`` ``(B,)``; the weights ``(B,)``."""
+        k = self.bins(beta)
+        ones = torch.ones_like(k, dtype=torch.float64)
+        sums = torch.zeros(self.n_bins, dtype=torch.float64).index_add_(0, k, losses.detach().double().cpu())
+        counts = torch.zeros(self.n_bins, dtype=torch.float64).index_add_(0, k, ones)
+        seen = counts > 0
+        batch_mean = sums[seen] / counts[seen]
+        old = self.mean[seen]
+        self.mean[seen] = torch.where(torch.isnan(old), batch_mean,
+                                      self.momentum * old + (1 - self.momentum) * batch_mean)
+        return (torch.nanmean(self.mean) / self.mean[k]).to(losses.device, losses.dtype)
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "n_bins": self.n_bins, "momentum": self.momentum}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean = torch.tensor(state["mean"], dtype=torch.float64)
+
+
 def train_index(n: int, max_examples: int | None) -> torch.Tensor:
     """Indices used for training: all ``n``, or a fixed subset of ``max_examples`` (seed 0, sorted),
     identical for every run of a comparison whatever its training seed."""
@@ -168,6 +209,12 @@ def conventions(config: TrainConfig, model: MultiRateVAE | None = None, data: An
         out["beta_sampling"] = ("log-uniform, one beta per example, stratified: one from each of B equal slices "
                                 "of [log a, log b] per batch of B" if config.beta_sampling == "stratified"
                                 else f"log-uniform, one beta per {config.beta_sampling}")
+        if config.beta_density_power != 1.0:
+            out["beta_sampling"] += ("; density reshaped (not log-uniform): log beta = log a + (log b - log a) * "
+                                     f"U^{config.beta_density_power:g}")
+        out["loss_normalization"] = ("none: mean over examples of the loss" if config.loss_normalization == "none" else
+                                     "per_beta: each example's loss divided by the running mean loss of its beta bin "
+                                     "(8 bins in log beta), times the mean over bins (deep.train.loop.PerBetaLossScale)")
     else:
         out["beta"] = config.beta
     out["kl_schedule"] = {
@@ -360,6 +407,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     own_betas = ctx.rank > 0 and config.beta_sampling != "batch"
     rank_beta_gen = torch.Generator() if own_betas else beta_gen
     beta_range = config.beta_range
+    loss_scale = PerBetaLossScale(beta_range) if (config.mr and config.loss_normalization == "per_beta") else None
 
     start_epoch, step, elapsed = 0, 0, 0.0
     if ckpt is not None:
@@ -375,6 +423,8 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
         if scaler is not None and ckpt.get("grad_scaler"):
             scaler.load_state_dict(ckpt["grad_scaler"])
         plateau.update(ckpt.get("plateau", {}))
+        if loss_scale is not None:
+            loss_scale.load_state_dict(ckpt["loss_scale"])
         set_rng_state(ckpt["rng"], gens)
         start_epoch, step, elapsed = int(ckpt["epoch"]), int(ckpt["step"]), float(ckpt.get("elapsed_s", 0.0))
         if main:
@@ -418,6 +468,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
         return {"config": config.to_dict(), "model_config": _model_config(net),
                 "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "plateau": dict(plateau),
+                "loss_scale": loss_scale.state_dict() if loss_scale is not None else None,
                 "grad_scaler": scaler.state_dict() if scaler is not None else None,
                 "rng": rng_state(gens), "world_size": ctx.world_size, "epoch": epoch,
                 "step": step, "elapsed_s": elapsed, "metrics": jsonable(metrics)}
@@ -458,7 +509,8 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
             bsz = batch_size_of(x)
             factor = kl_factor(config, step, steps_per_epoch)
             if config.mr:
-                beta = beta_range.sample(bsz, per=config.beta_sampling, generator=rank_beta_gen).to(device)
+                beta = beta_range.sample(bsz, per=config.beta_sampling, generator=rank_beta_gen,
+                                         power=config.beta_density_power).to(device)
             else:
                 beta = torch.full((bsz,), float(config.beta), device=device)
             with D.autocast(config.precision, device):
@@ -466,6 +518,8 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
                 out = model(x, beta[:1] if config.mr and config.beta_sampling == "batch" else beta)
             rate, distortion = out.rate.float(), out.distortion.float()
             losses = net.objective(out, factor * beta).float()
+            if loss_scale is not None:  # every part of the beta range weighs alike (TrainConfig.loss_normalization)
+                losses = losses * loss_scale.weights(beta, losses.detach())
             if ctx.distributed:  # DDP averages over processes: weight so the step is the global-batch mean
                 loss = losses.sum() * (live * ctx.world_size / global_bsz)
             else:
