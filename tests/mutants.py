@@ -1,0 +1,119 @@
+"""Injected bugs and the tests that must catch them (issue 17: tests that can fail).
+
+Each mutant names one plausible bug: an exact text replacement in a project file.  Running a mutant
+copies the working tree to a temporary folder, applies the replacement there (the tree itself is never
+touched), runs the mutant's tests in the copy and reports ``caught`` when they fail, ``SURVIVED`` when
+they pass.  A replacement that no longer matches the code is reported as ``stale``.
+
+Usage::
+
+    python tests/mutants.py --list          # names and the bug each injects
+    python tests/mutants.py                 # every mutant (a few minutes)
+    python tests/mutants.py NAME [NAME..]   # some of them; -v prints the failing tests
+
+Exit status 1 when a mutant survives or is stale.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    bug: str
+    edits: tuple[tuple[str, str, str], ...]      # (file, exact old text, new text)
+    tests: tuple[str, ...]                      # pytest node ids or files (with -k expressions as "-k", "expr")
+
+
+_MSS_OK = """    w = torch.full((b, b), 1.0 / m, dtype=torch.float64)
+    rows = torch.arange(b)
+    w[rows, (rows + 1) % b] = (n - m) / (n * m)
+    w[rows, rows] = 1.0 / n
+"""
+_MSS_COLUMN0 = """    w = torch.full((b, b), 1.0 / m, dtype=torch.float64)
+    w.view(-1)[::m + 1] = 1.0 / n
+    w.view(-1)[1::m + 1] = (n - m) / (n * m)
+    w[m - 1, 0] = (n - m) / (n * m)
+"""
+_TC = "deep/models/tcvae.py"
+_TC_TESTS = ("tests/test_tcvae.py", "-k", "closed_form or separated")
+
+MUTANTS: dict[str, Mutant] = {
+    # -- beta-TCVAE decomposition (tests/test_tcvae.py) -------------------------------------------------
+    "tc_mss_column0": Mutant(
+        "MSS weights with 1/N in column 0 instead of on the diagonal (the widely copied matrix)",
+        ((_TC, _MSS_OK, _MSS_COLUMN0),), _TC_TESTS),
+    "tc_mws_1_over_NB": Mutant(
+        "MWS weights 1/(N B) as printed by Chen et al. (shifts log q(z) by -log N)",
+        ((_TC, "torch.full((batch_size, batch_size), -math.log(batch_size),",
+          "torch.full((batch_size, batch_size), -math.log(batch_size * dataset_size),"),), _TC_TESTS),
+    "tc_tc_dimkl_swapped": Mutant(
+        "TC and dimension-wise KL swapped in the returned decomposition",
+        ((_TC, "return TCDecomposition(log_qz_x - log_qz, log_qz - log_prod, log_prod - log_pz,",
+          "return TCDecomposition(log_qz_x - log_qz, log_prod - log_pz, log_qz - log_prod,"),), _TC_TESTS),
+    "tc_marginals_as_joint": Mutant(
+        "the product of marginals estimated as the joint (TC = 0)",
+        ((_TC, "log_prod = torch.logsumexp(log_w.unsqueeze(2) + pair, dim=1).sum(dim=1)", "log_prod = log_qz"),),
+        _TC_TESTS),
+    "tc_sweep_n_is_batch": Mutant(
+        "the evaluation sweep passes the minibatch size as the data-set size N",
+        ((_TC, "tc_decomposition(z, mu, log_var, max(int(dataset_size), x.shape[0]), estimator)",
+          "tc_decomposition(z, mu, log_var, x.shape[0], estimator)"),),
+        ("tests/test_tcvae.py", "-k", "sweep_reports_the_exact_terms")),
+}
+
+
+def run(name: str, verbose: bool = False) -> str:
+    m = MUTANTS[name]
+    with tempfile.TemporaryDirectory(prefix=f"mutant_{name}_") as tmp:
+        tree = Path(tmp) / "tree"
+        shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache",
+                                                                  "runs", "results", "*.egg-info"))
+        for rel, old, new in m.edits:
+            path = tree / rel
+            text = path.read_text()
+            if text.count(old) != 1:
+                return f"stale ({rel}: the text to replace occurs {text.count(old)} times)"
+            path.write_text(text.replace(old, new))
+        env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
+        cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *m.tests]
+        res = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
+        failed = [line for line in res.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        if verbose and failed:
+            print("\n".join("    " + f for f in failed))
+        if res.returncode == 1:
+            return "caught"
+        if res.returncode == 0:
+            return "SURVIVED"
+        return f"error (pytest exit {res.returncode}): {res.stdout.strip().splitlines()[-1:]}"
+
+
+def main(argv: list[str]) -> int:
+    verbose = "-v" in argv
+    names = [a for a in argv if not a.startswith("-")]
+    if "--list" in argv:
+        for k, m in MUTANTS.items():
+            print(f"{k:34s} {m.bug}")
+        return 0
+    unknown = [n for n in names if n not in MUTANTS]
+    if unknown:
+        print(f"unknown mutant(s) {unknown}; --list shows them", file=sys.stderr)
+        return 2
+    bad = 0
+    for name in names or list(MUTANTS):
+        outcome = run(name, verbose)
+        bad += outcome != "caught"
+        print(f"{name:34s} {outcome:9s} {MUTANTS[name].bug}", flush=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
