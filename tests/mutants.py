@@ -45,6 +45,8 @@ _MSS_COLUMN0 = """    w = torch.full((b, b), 1.0 / m, dtype=torch.float64)
 """
 _TC = "deep/models/tcvae.py"
 _TC_TESTS = ("tests/test_tcvae.py", "-k", "closed_form or separated")
+_MIG = "deep/evaluate/disentangle.py"
+_MIG_TESTS = ("tests/test_mig.py",)
 
 MUTANTS: dict[str, Mutant] = {
     # -- beta-TCVAE decomposition (tests/test_tcvae.py) -------------------------------------------------
@@ -68,6 +70,19 @@ MUTANTS: dict[str, Mutant] = {
         ((_TC, "tc_decomposition(z, mu, log_var, max(int(dataset_size), x.shape[0]), estimator)",
           "tc_decomposition(z, mu, log_var, x.shape[0], estimator)"),),
         ("tests/test_tcvae.py", "-k", "sweep_reports_the_exact_terms")),
+    # -- MIG (tests/test_mig.py) ----------------------------------------------------------------------
+    "mig_shape_included": Mutant(
+        "the reference MIG averages every factor of the grid (dSprites: shape included)",
+        ((_MIG, "    sel = _factor_indices(factors, names, len(sizes))\n    mi, det",
+          "    sel = list(range(len(sizes)))\n    mi, det"),), _MIG_TESTS),
+    "mig_reference_on_subgrid": Mutant(
+        "the reference MIG computed on the evaluation grid (full dSprites: the sub-grid, its own entropies)",
+        ((_MIG, "whole = get_grid(\"full\") if callable(get_grid) else None",
+          "whole = get_grid(grid) if callable(get_grid) else None"),), _MIG_TESTS),
+    "mig_unclamped": Mutant(
+        "the reference MIG does not clamp negative MI estimates",
+        ((_MIG, "mig, gaps, top = mig_from_mi(mi, h_v, clamp=True)", "mig, gaps, top = mig_from_mi(mi, h_v)"),),
+        _MIG_TESTS),
 }
 
 

@@ -124,7 +124,7 @@ def write_manifest(root: Path, name: str, *, seeds=(0, 1), unavailable_groups: d
 
 def _mig(g, betas, seed):
     base = 0.4 if g.kind == "mr" else 0.1
-    return {"mig_sampling": [base + 0.02 * seed + 0.01 * math.log(b) for b in betas]}
+    return {"mig": [base + 0.02 * seed + 0.01 * math.log(b) for b in betas]}
 
 
 def _fid(g, betas, seed):
@@ -322,11 +322,11 @@ def test_fig8_right_panel_says_what_to_run_when_tcvae_is_missing(results, tmp_pa
 
 def test_group_curve_averages_seeds(results):
     m = load_manifest(results, "fig8_tcvae")
-    c = group_curve(m, "dsprites_mlp_mr", fields=(), optional=("mig_sampling",))
+    c = group_curve(m, "dsprites_mlp_mr", fields=(), optional=("mig",))
     assert c.n_seeds == 3
     expected = [0.42 + 0.01 * math.log(b) for b in c.beta]       # mean of seeds 0, 1, 2
-    assert c["mig_sampling"] == pytest.approx(expected)
-    assert c.std["mig_sampling"] == pytest.approx([0.02] * len(c.beta))
+    assert c["mig"] == pytest.approx(expected)
+    assert c.std["mig"] == pytest.approx([0.02] * len(c.beta))
     s = group_curve(m, "dsprites_mlp_beta_constant", fields=("rate",))
     assert s.kind == "sweep" and s.beta == pytest.approx(sorted(s.group["betas"])) and s.n_seeds == 3
 

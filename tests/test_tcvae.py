@@ -299,20 +299,26 @@ def test_sweep_returns_every_array_per_beta():
     data = _tiny_dsprites()
     model = T.build_model(mr=True, hidden=16, dataset_size=len(data), estimator="mss")
     out = T.sweep(model, data, [0.1, 1.0, 10.0], batch_size=64, iw_k=3, seed=0, max_examples=None,
-                  progress=False, mig_samples=200, mi_examples=100)
+                  progress=False, mig_samples=200, mi_examples=100, mig_full_grid_sizes=(3, 2, 2, 4, 4))
     for key in ("beta", "rate", "distortion", "neg_elbo", "loss", "tc", "mi", "dim_kl", "kl_sample", "iw_nll",
-                "active_units", "mutual_information", "mig_sampling", "mig_discrete"):
+                "active_units", "mutual_information", "mig", "mig_all_factors", "mig_discrete"):
         assert len(out[key]) == 3, key
         assert all(np.isfinite(v) for v in out[key]), key
-    np.testing.assert_allclose(np.add(np.add(out["mi"], out["tc"]), out["dim_kl"]), out["kl_sample"], atol=1e-3)
-    np.testing.assert_allclose(out["neg_elbo"], np.add(out["rate"], out["distortion"]))
-    assert out["mig_grid"] == "test grid 3x2x2x4x4" and "test grid" in out["estimators"]["mig_sampling"]
+    # the reference on the (toy) full grid over scale, orientation, posX, posY; the variants over all five
+    assert out["mig_factors"] == ["scale", "orientation", "posX", "posY"] and out["mig_note"] is None
+    assert [len(g) for g in out["mig_per_factor"]] == [4] * 3 and len(out["mig_all_factors_per_factor"][0]) == 5
+    assert all(0 <= v <= 1 for v in out["mig"])                             # clamped
+    assert out["mig_grid"] == out["mig_reference_grid"] == "test grid 3x2x2x4x4"
+    assert "Chen et al." in out["estimators"]["mig"] and "not Chen" in out["estimators"]["mig_all_factors"]
     assert all(0 <= v <= 1.05 for v in out["mig_discrete"])
     json.dumps({k: v for k, v in out.items() if k != "protocol"})
     # the same noise for every call: a repeated sweep is identical
     again = T.sweep(model, data, [1.0], batch_size=64, iw_k=0, seed=0, max_examples=None, progress=False,
                     mig=False, mi_examples=100)
-    assert again["distortion"][0] == pytest.approx(out["distortion"][1]) and again["mig_sampling"] is None
+    assert again["distortion"][0] == pytest.approx(out["distortion"][1]) and again["mig"] is None
+    # without the full-grid sizes the toy grid is not dSprites' full grid: no reference MIG, and why
+    other = T.sweep(model, data, [1.0], batch_size=64, seed=0, mig_samples=50, mi_examples=100)
+    assert other["mig"] is None and "3x6x40x32x32" in other["mig_note"] and len(other["mig_all_factors"]) == 1
 
 
 class _SeparatedEncoder(nn.Module):

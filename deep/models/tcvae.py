@@ -450,6 +450,7 @@ def _encode_rows(model: TCVAE, data: Any, rows: torch.Tensor, beta: float, batch
 def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, batch_size: int = 1000,
           iw_k: int = 0, seed: int = 0, max_examples: int | None = None, progress: bool = False,
           mig: bool = True, mig_grid: str = "auto", mig_samples: int = 10_000, mig_bins: int = 20,
+          mig_reference: bool = True, mig_full_grid_sizes: Sequence[int] | None = None,
           mi_examples: int | None = 5000, report_estimator: str | None = None,
           tc_batch_size: int | None = 1000, n_images: int = 0, **unused: Any) -> dict:
     """Rate, distortion, the TC decomposition and MIG of ``model`` at each beta on ``data``.
@@ -460,9 +461,11 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
     model's, on random minibatches of ``max(batch_size, tc_batch_size)`` examples -- the
     estimators need large batches -- with N = ``len(data)``), ``kl_sample``, ``iw_nll`` (``iw_k > 0``),
     ``active_units``, ``mutual_information`` (on ``mi_examples`` examples; ``None``: 5,000, the
-    estimator is quadratic in it), and ``mig_sampling`` / ``mig_discrete``
-    (:mod:`deep.evaluate.disentangle`) on the factor grid that ``data.factor_grid(mig_grid)`` gives (``None``
-    with a reason when the set is not a grid).  ``n_images > 0`` adds ``images`` (inputs,
+    estimator is quadratic in it), and the MIGs of :func:`deep.evaluate.disentangle.mig_metrics`
+    (``None`` with a reason in ``mig_note`` where not computable): ``mig``, Chen et al.'s reference,
+    on the full grid only (``mig_full_grid_sizes``, default dSprites' 3x6x40x32x32; skipped with
+    ``mig_reference=False``), and ``mig_all_factors`` / ``mig_discrete`` on the grid that
+    ``data.factor_grid(mig_grid)`` gives.  ``n_images > 0`` adds ``images`` (inputs,
     reconstructions from the posterior mean and prior samples with the same z at every beta) in
     the layout of :func:`deep.evaluate.rd_sweep`.
 
@@ -485,18 +488,13 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
     if est not in ESTIMATORS:
         raise ValueError(f"unknown report_estimator {est!r}; choose one of {sorted(ESTIMATORS)}")
     n_store = min(n, 5000 if mi_examples is None else int(mi_examples))
-    grid = None
-    grid_note = None
+    plan = None
     if mig:
-        get_grid = getattr(data, "factor_grid", None)
-        grid = get_grid(mig_grid) if callable(get_grid) else None
-        if grid is None:
-            grid_note = (f"MIG not computed: {getattr(data, 'grid', 'this data set')} is not a complete "
-                         f"factor grid (use source=subgrid, full or generated)")
+        plan = D.plan_mig(data, mig_grid, reference=mig_reference,
+                          **({"full_grid_sizes": mig_full_grid_sizes} if mig_full_grid_sizes else {}))
     keys = ("rate", "distortion", "loss", "mi", "tc", "dim_kl", "kl_sample", "iw_nll")
     out: dict[str, Any] = {k: [] for k in keys}
-    out.update({"active_units": [], "mutual_information": [], "mig_sampling": [], "mig_discrete": [],
-                "mig_sampling_per_factor": [], "mig_discrete_per_factor": [], "mig_top_latents": []})
+    out.update({"active_units": [], "mutual_information": [], **{k: [] for k in D.MIG_RESULT_KEYS}})
     n_images = max(0, min(int(n_images or 0), n))
     img_x = data.get_batch(perm[:n_images], train=False).to(device) if n_images else None
     prior_z = (torch.randn((n_images, model.latent_dim), generator=_batch_generator(seed, 7)).to(device)
@@ -543,19 +541,10 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
                 bimg = torch.full((n_images,), beta, device=device)
                 recon_images.append(torch.sigmoid(model.decode(model.encode(img_x, bimg).mu, bimg).logits).cpu())
                 prior_images.append(torch.sigmoid(model.decode(prior_z, bimg).logits).cpu())
-            if grid is not None:
-                rows, classes, sizes, desc = grid
-                g_mu, g_lv = _encode_rows(model, data, rows, beta, batch_size)
-                names = list(getattr(data, "factor_names", ()))
-                ms = D.mig_sampling(g_mu, g_lv, classes, sizes, n_samples=mig_samples,
-                                    generator=torch.Generator().manual_seed(seed + 1), grid=desc,
-                                    factor_names=names)
-                md = D.mig_discrete(g_mu, classes, sizes, n_bins=mig_bins, grid=desc, factor_names=names)
-                out["mig_sampling"].append(ms.mig)
-                out["mig_discrete"].append(md.mig)
-                out["mig_sampling_per_factor"].append(ms.gaps)
-                out["mig_discrete_per_factor"].append(md.gaps)
-                out["mig_top_latents"].append(ms.top_latents)
+            if plan is not None and plan.computes_any:
+                for k, v in D.mig_metrics(plan, lambda rows: _encode_rows(model, data, rows, beta, batch_size),
+                                          n_samples=mig_samples, n_bins=mig_bins, seed=seed + 1).items():
+                    out[k].append(v)
             if bar is not None:
                 bar.update(1)
     finally:
@@ -565,9 +554,8 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
     beta_list = betas_t.tolist()
     if not iw_k:
         out["iw_nll"] = None
-    if grid is None:
-        for k in ("mig_sampling", "mig_discrete", "mig_sampling_per_factor", "mig_discrete_per_factor",
-                  "mig_top_latents"):
+    for k in D.MIG_RESULT_KEYS:
+        if not out[k] or all(v is None for v in out[k]):
             out[k] = None
     out.update({
         "beta": beta_list,
@@ -577,8 +565,13 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
         "n_examples": n,
         "iw_k": int(iw_k),
         "batch_size": int(batch_size),
-        "mig_grid": grid[3] if grid is not None else None,
-        "mig_note": grid_note,
+        "mig_grid": plan.grid[3] if plan is not None and plan.grid is not None else None,
+        "mig_reference_grid": (plan.reference_grid[3] if plan is not None and plan.reference_grid is not None
+                               else None),
+        "mig_factors": (plan.reference_factor_names if plan is not None and plan.reference_grid is not None
+                        else None),
+        "mig_note": (("; ".join(n for n in (plan.reference_note, plan.grid_note) if n) or None)
+                     if plan is not None else None),
         "factor_names": tuple(getattr(data, "factor_names", ())),
         "time_s": time.perf_counter() - t0,
         "estimators": {
@@ -596,12 +589,7 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
             "active_units": "Var over examples of E_q[z_u] >= 0.01",
             "mutual_information": f"I(x;z) against the aggregate posterior of {n_store} examples "
                                   "(deep.evaluate.metrics.mutual_information)",
-            "mig_sampling": (f"MIG, Chen et al. 2018 sampling estimator: H(z_j) and H(z_j|v_k) from "
-                             f"{mig_samples} samples of q(z|x) over the grid, MI normalised by H(v_k) = "
-                             f"log |v_k|; grid: {grid[3]}" if grid is not None else grid_note),
-            "mig_discrete": (f"MIG, discretised posterior means ({mig_bins} equal-width bins per latent), "
-                             f"discrete MI with the factors normalised by H(v_k); grid: {grid[3]}"
-                             if grid is not None else grid_note),
+            **(plan.describe(mig_samples, mig_bins) if plan is not None else {}),
         },
         "protocol": data.meta() if hasattr(data, "meta") else None,
     })
