@@ -83,6 +83,17 @@ MUTANTS: dict[str, Mutant] = {
         "the reference MIG does not clamp negative MI estimates",
         ((_MIG, "mig, gaps, top = mig_from_mi(mi, h_v, clamp=True)", "mig, gaps, top = mig_from_mi(mi, h_v)"),),
         _MIG_TESTS),
+    # -- NVAE KL balancing (tests/test_nvae.py) --------------------------------------------------------
+    "nvae_kl_balance_alpha_times_kl": Mutant(
+        "KL balancing coefficients alpha * mean|KL| + 0.01 (the old formula) instead of (mean|KL| + 0.01) / alpha",
+        (("deep/models/nvae/model.py",
+          "g = (kl_groups.detach().abs().mean(dim=0) + 0.01) / self.kl_alpha.to(kl_groups.dtype)",
+          "g = self.kl_alpha.to(kl_groups.dtype) * kl_groups.detach().abs().mean(dim=0) + 0.01"),),
+        ("tests/test_nvae.py", "-k", "kl_balancing")),
+    "nvae_kl_balance_not_normalised": Mutant(
+        "KL balancing coefficients not normalised to mean 1",
+        (("deep/models/nvae/model.py", "        return g * (g.numel() / g.sum())", "        return g"),),
+        ("tests/test_nvae.py", "-k", "kl_balancing")),
 }
 
 

@@ -328,17 +328,23 @@ def test_small_mr_nvae_adamax_steps_lower_the_loss_on_a_fixed_batch():
     assert float(loss_now().detach()) < float(first.detach()) - 1.0
 
 
-def test_kl_balancing_of_the_beta_nvae_applies_during_warm_up_only():
-    model = _model("mnist", mr=False, kl_balance=True, spectral_coef=0.0, train_beta=1.0)
-    x = _batch((1, 28, 28), 3)
-    out = model(x, 1.0)
-    gamma = model.kl_balance_coefficients(out.kl_groups)
-    assert abs(float(gamma.sum()) - model.num_groups) < 1e-4 and bool((gamma > 0).all())
-    weight = torch.tensor([0.2, 0.5, 1.0])
-    loss = model.objective(out, weight)
-    balanced = (out.kl_groups * gamma).sum(1)
-    assert torch.allclose(loss[:2], out.distortion[:2] + weight[:2] * balanced[:2])
-    assert torch.allclose(loss[2], out.distortion[2] + out.rate[2])
+def test_kl_balancing_matches_nvae_on_hand_computed_numbers():
+    """Two scales of two groups, top-down 4x4, 4x4, 8x8, 8x8: alpha = spatial size / groups at the scale,
+    min 1 = [1, 1, 4, 4].  Group KLs (B = 2) [[1, 3, 8, 0], [3, -1, 4, 2]]: mean |KL| = [2, 2, 6, 1];
+    NVAE's (mean + 0.01) / alpha = [2.01, 2.01, 1.5025, 0.2525], sum 5.775, so gamma = 4 x / 5.775.
+    (alpha * mean + 0.01 would give [0.251, 0.251, 2.998, 0.501].)"""
+    model = _model("mnist", mr=False, kl_balance=True, spectral_coef=0.0, train_beta=1.0, num_scales=2,
+                   groups_per_scale=2, ada_groups=False)
+    assert [(g.height, g.width) for g in model.group_specs] == [(4, 4), (4, 4), (8, 8), (8, 8)]
+    assert model.kl_alpha.tolist() == [1.0, 1.0, 4.0, 4.0]
+    kl = torch.tensor([[1.0, 3.0, 8.0, 0.0], [3.0, -1.0, 4.0, 2.0]])
+    gamma = model.kl_balance_coefficients(kl)
+    assert gamma.tolist() == pytest.approx([1.3922078, 1.3922078, 1.0406926, 0.1748918], rel=1e-6)
+    # the objective: rows in the KL warm-up (weight < train_beta = 1) use sum_l gamma_l KL_l, the others the sum
+    out = model(_batch((1, 28, 28), 2), 1.0)._replace(kl_groups=kl, rate=kl.sum(1))
+    loss = model.objective(out, torch.tensor([0.5, 1.0])).detach()
+    assert float(loss[0]) == pytest.approx(float(out.distortion[0]) + 0.5 * 13.894372, rel=1e-6)
+    assert float(loss[1]) == pytest.approx(float(out.distortion[1]) + 8.0, rel=1e-6)
     with pytest.raises(NVAEConfigError, match="beta-NVAE only"):
         _model("mnist", mr=True, kl_balance=True)
 
