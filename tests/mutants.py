@@ -94,6 +94,22 @@ MUTANTS: dict[str, Mutant] = {
         "KL balancing coefficients not normalised to mean 1",
         (("deep/models/nvae/model.py", "        return g * (g.numel() / g.sum())", "        return g"),),
         ("tests/test_nvae.py", "-k", "kl_balancing")),
+    "nvae_log_p_under_posterior": Mutant(
+        "log p(z_l | z_<l) of a group evaluated under the posterior's parameters (log weight = log p(x|z))",
+        (("deep/models/nvae/model.py", "                                          log_q, normal_log_density(z, p_mu, p_ls)))",
+          "                                          log_q, normal_log_density(z, q_mu, q_ls)))"),),
+        ("tests/test_nvae.py", "-k", "iw_nll")),
+    "nvae_log_q_without_log_2pi": Mutant(
+        "log q(z|x) of a group without the -log(2 pi)/2 term (importance weights off by a constant)",
+        (("deep/models/nvae/model.py",
+          "log_q = (-0.5 * e.pow(2) - q_ls - 0.5 * math.log(2 * math.pi)).reshape(batch, -1).sum(1)",
+          "log_q = (-0.5 * e.pow(2) - q_ls).reshape(batch, -1).sum(1)"),),
+        ("tests/test_nvae.py", "-k", "iw_nll")),
+    "nvae_iw_nll_mean_over_chunk": Mutant(
+        "IW-NLL averaging over the last chunk's samples instead of all k",
+        (("deep/models/nvae/model.py", "    return -(lse - math.log(k))\n\n\n_NOISE_STRIDE",
+          "    return -(lse - math.log(c))\n\n\n_NOISE_STRIDE"),),
+        ("tests/test_nvae.py", "-k", "iw_nll")),
 }
 
 
