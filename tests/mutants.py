@@ -110,6 +110,35 @@ MUTANTS: dict[str, Mutant] = {
         (("deep/models/nvae/model.py", "    return -(lse - math.log(k))\n\n\n_NOISE_STRIDE",
           "    return -(lse - math.log(c))\n\n\n_NOISE_STRIDE"),),
         ("tests/test_nvae.py", "-k", "iw_nll")),
+    # -- linear VAE (tests/test_linear_cli.py) --------------------------------------------------------
+    "linear_mr_lr_at_beta10": Mutant(
+        "the MR-VAE's learning rate chosen by its training loss at beta = 10 instead of 1",
+        (("linvae/experiment.py", "    r1, d1 = rate_distortion(\"mr\", 1.0)\n    mr_loss = (d1 + r1).mean(0)",
+          "    r1, d1 = rate_distortion(\"mr\", 10.0)\n    mr_loss = (d1 + 10.0 * r1).mean(0)"),),
+        ("tests/test_linear_cli.py", "-k", "selected")),
+    "linear_baseline_lr_at_beta1": Mutant(
+        "each beta-VAE's learning rate chosen by its loss at beta = 1 instead of its own beta",
+        (("linvae/experiment.py", "base_loss.append((d + float(beta) * r)[", "base_loss.append((d + r)["),),
+        ("tests/test_linear_cli.py", "-k", "selected")),
+    "linear_lr_seed0_only": Mutant(
+        "learning rates chosen by the first seed's loss instead of the mean over seeds",
+        (("linvae/experiment.py", "[:, j * n_lr:(j + 1) * n_lr].mean(0))", "[:, j * n_lr:(j + 1) * n_lr][0])"),
+         ("linvae/experiment.py", "    mr_loss = (d1 + r1).mean(0)", "    mr_loss = (d1 + r1)[0]")),
+        ("tests/test_linear_cli.py", "-k", "selected")),
+    "linear_rate_counts_collapsed_latents": Mutant(
+        "closed-form optimum: rate and distortion summed over all k latents, collapsed ones included",
+        (("linvae/closed_form.py", "    active = lam[lam > bs]\n", "    active = lam\n"),),
+        ("tests/test_linear_cli.py", "-k", "closed_form or smoke_compare")),
+    "linear_exact_rate_without_log_variances": Mutant(
+        "exact rate of a linear VAE without -sum log c (trained models then beat the optimum)",
+        (("linvae/closed_form.py", "    rate = 0.5 * (-np.sum(np.log(c), axis=-1) + quad + c.sum(-1) - k)",
+          "    rate = 0.5 * (quad + c.sum(-1) - k)"),),
+        ("tests/test_linear_cli.py", "-k", "smoke_compare")),
+    "linear_exact_distortion_without_noise": Mutant(
+        "exact distortion of a linear VAE without the tr(D C D^T) term (trained models would beat the optimum)",
+        (("linvae/closed_form.py", "    distortion = 0.5 * (np.trace(moment) - 2.0 * cross + recon + noise) / sigma2",
+          "    distortion = 0.5 * (np.trace(moment) - 2.0 * cross + recon) / sigma2"),),
+        ("tests/test_linear_cli.py", "-k", "closed_form or smoke_compare")),
 }
 
 
