@@ -139,6 +139,17 @@ MUTANTS: dict[str, Mutant] = {
         (("linvae/closed_form.py", "    distortion = 0.5 * (np.trace(moment) - 2.0 * cross + recon + noise) / sigma2",
           "    distortion = 0.5 * (np.trace(moment) - 2.0 * cross + recon) / sigma2"),),
         ("tests/test_linear_cli.py", "-k", "closed_form or smoke_compare")),
+    # -- deep metrics (tests/test_deep_metrics.py) -----------------------------------------------------
+    "metrics_mi_aggregate_over_samples": Mutant(
+        "MI estimate: the aggregate posterior normalised by the number of samples (S N) instead of posteriors (N)",
+        (("deep/evaluate/metrics.py", "total = total + (torch.logsumexp(block, dim=1) - math.log(n)).sum().cpu()",
+          "total = total + (torch.logsumexp(block, dim=1) - math.log(samples.shape[0])).sum().cpu()"),),
+        ("tests/test_deep_metrics.py", "-k", "mutual_information")),
+    "metrics_mi_own_posterior_only": Mutant(
+        "MI estimate: each sample scored only against its own posterior (MI = log N)",
+        (("deep/evaluate/metrics.py", "total = total + (torch.logsumexp(block, dim=1) - math.log(n)).sum().cpu()",
+          "total = total + (torch.diagonal(block, offset=start) - math.log(n)).sum().cpu()"),),
+        ("tests/test_deep_metrics.py", "-k", "mutual_information")),
 }
 
 
