@@ -150,6 +150,17 @@ MUTANTS: dict[str, Mutant] = {
         (("deep/evaluate/metrics.py", "total = total + (torch.logsumexp(block, dim=1) - math.log(n)).sum().cpu()",
           "total = total + (torch.diagonal(block, offset=start) - math.log(n)).sum().cpu()"),),
         ("tests/test_deep_metrics.py", "-k", "mutual_information")),
+    # -- closed form and its slope (tests/test_symbolic.py) ---------------------------------------------
+    "closed_form_rate_without_half": Mutant(
+        "optimal rate sum log(lam / beta) without the factor 1/2 (slope dD/dR = -beta / 2)",
+        (("linvae/closed_form.py", "rate = 0.5 * float(np.sum(np.log(active / bs)))",
+          "rate = float(np.sum(np.log(active / bs)))"),),
+        ("tests/test_symbolic.py", "-k", "slope")),
+    "closed_form_decoder_sqrt_lam": Mutant(
+        "joint optimum decoder scale sqrt(lam) instead of sqrt(lam - beta)",
+        (("linvae/closed_form.py", "d_scale = np.sqrt(np.where(active, lam - beta, 0.0))",
+          "d_scale = np.sqrt(np.where(active, lam, 0.0))"),),
+        ("tests/test_symbolic.py", "-k", "slope")),
 }
 
 
