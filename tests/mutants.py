@@ -161,6 +161,16 @@ MUTANTS: dict[str, Mutant] = {
         (("linvae/closed_form.py", "d_scale = np.sqrt(np.where(active, lam - beta, 0.0))",
           "d_scale = np.sqrt(np.where(active, lam, 0.0))"),),
         ("tests/test_symbolic.py", "-k", "slope")),
+    # -- figures (tests/test_paper_figures.py) ---------------------------------------------------------
+    "fig8_area_in_beta_order": Mutant(
+        "RD area integrated over the points in beta order instead of sorted by rate (negative areas)",
+        (("paper_figures/fig8.py", "    order = np.argsort(r, kind=\"stable\")\n", "    order = np.arange(r.size)\n"),),
+        ("tests/test_paper_figures.py", "-k", "fig8_writes_areas")),
+    "fig8_shared_span_without_end_segments": Mutant(
+        "area over the shared rate span without the interpolated segments at its ends",
+        (("paper_figures/fig8.py", "    xs = np.concatenate([[a], r[inside], [b]])",
+          "    xs = r[(r >= a) & (r <= b)]"),),
+        ("tests/test_paper_figures.py", "-k", "fig8_writes_areas")),
 }
 
 
