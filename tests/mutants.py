@@ -171,6 +171,23 @@ MUTANTS: dict[str, Mutant] = {
         (("paper_figures/fig8.py", "    xs = np.concatenate([[a], r[inside], [b]])",
           "    xs = r[(r >= a) & (r <= b)]"),),
         ("tests/test_paper_figures.py", "-k", "fig8_writes_areas")),
+    # -- conv / ResNet VAEs (tests/test_deep_nets.py) -------------------------------------------------
+    "nets_kl_without_minus_one": Mutant(
+        "Gaussian KL rate without the -1 per latent (still >= 0, so a shape-and-sign test passes)",
+        (("deep/models/objectives.py", "    kl = 0.5 * (mu.pow(2) + torch.exp(log_var) - 1.0 - log_var)",
+          "    kl = 0.5 * (mu.pow(2) + torch.exp(log_var) - log_var)"),),
+        ("tests/test_deep_nets.py", "-k", "forward_values")),
+    "nets_reparameterised_with_variance": Mutant(
+        "z = mu + var * eps instead of mu + sd * eps",
+        (("deep/models/convnets.py", "        z = mu + torch.exp(0.5 * log_var) * eps\n        logits = self.decoder(z, u).logits",
+          "        z = mu + torch.exp(log_var) * eps\n        logits = self.decoder(z, u).logits"),),
+        ("tests/test_deep_nets.py", "-k", "forward_values")),
+    "nets_sse_halved": Mutant(
+        "colour distortion 1/2 sum of squared errors instead of the paper's sum",
+        (("deep/models/objectives.py",
+          "    return _per_example_sum((torch.sigmoid(_at_least_float32(logits)) - x).pow(2))",
+          "    return 0.5 * _per_example_sum((torch.sigmoid(_at_least_float32(logits)) - x).pow(2))"),),
+        ("tests/test_deep_nets.py", "-k", "forward_values")),
 }
 
 
