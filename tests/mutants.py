@@ -188,6 +188,12 @@ MUTANTS: dict[str, Mutant] = {
           "    return _per_example_sum((torch.sigmoid(_at_least_float32(logits)) - x).pow(2))",
           "    return 0.5 * _per_example_sum((torch.sigmoid(_at_least_float32(logits)) - x).pow(2))"),),
         ("tests/test_deep_nets.py", "-k", "forward_values")),
+    # -- text family through the trainer (tests/test_text.py) -----------------------------------------
+    "text_trainer_without_model_options": Mutant(
+        "TrainConfig's model_options field renamed (the old test skipped: 'no model-family contract yet')",
+        (("deep/train/config.py", "    model_options: dict = field(default_factory=dict)\n",
+          "    family_options: dict = field(default_factory=dict)\n"),),
+        ("tests/test_text.py", "-k", "trains_and_evaluates_the_lstm_family")),
 }
 
 
