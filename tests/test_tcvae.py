@@ -305,7 +305,7 @@ def test_sweep_returns_every_array_per_beta():
         assert len(out[key]) == 3, key
         assert all(np.isfinite(v) for v in out[key]), key
     # the reference on the (toy) full grid over scale, orientation, posX, posY; the variants over all five
-    assert out["mig_factors"] == ["scale", "orientation", "posX", "posY"] and out["mig_note"] is None
+    assert out["mig_factors"] == ("scale", "orientation", "posX", "posY") and out["mig_note"] is None
     assert [len(g) for g in out["mig_per_factor"]] == [4] * 3 and len(out["mig_all_factors_per_factor"][0]) == 5
     assert all(0 <= v <= 1 for v in out["mig"])                             # clamped
     assert out["mig_grid"] == out["mig_reference_grid"] == "test grid 3x2x2x4x4"

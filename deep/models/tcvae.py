@@ -568,8 +568,8 @@ def sweep(model: TCVAE, data: Any, betas: Sequence[float] | torch.Tensor, *, bat
         "mig_grid": plan.grid[3] if plan is not None and plan.grid is not None else None,
         "mig_reference_grid": (plan.reference_grid[3] if plan is not None and plan.reference_grid is not None
                                else None),
-        "mig_factors": (plan.reference_factor_names if plan is not None and plan.reference_grid is not None
-                        else None),
+        "mig_factors": (tuple(plan.reference_factor_names) if plan is not None and plan.reference_grid is not None
+                        else None),   # a tuple: per-run, not a per-beta array
         "mig_note": (("; ".join(n for n in (plan.reference_note, plan.grid_note) if n) or None)
                      if plan is not None else None),
         "factor_names": tuple(getattr(data, "factor_names", ())),
