@@ -243,7 +243,8 @@ def _config_from(opts: dict, **extra: Any):
 _CURVE_COLUMNS = (("rate", "rate", 9), ("distortion", "distortion", 11), ("neg_elbo", "R+D", 9),
                   ("active_units", "AU", 4), ("mutual_information", "MI", 7), ("iw_nll", "IW-NLL", 9),
                   ("perplexity", "PPL", 9), ("bits_per_dim", "bits/dim", 9), ("tc", "TC", 8),
-                  ("mig_sampling", "MIG", 6), ("mig_discrete", "MIG-d", 6), ("fid", "FID", 8))
+                  ("mig", "MIG", 6), ("mig_all_factors", "MIG-all", 7),
+                  ("mig_discrete", "MIG-d", 6), ("fid", "FID", 8))
 
 
 def _print_curve(results: dict) -> None:

@@ -14,6 +14,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,9 +24,17 @@ from .conditioning import BetaRange
 from .mnist import load_mnist
 from .training import LinearRunSpec, exact_rate_distortion, train_linear_stacks
 
-__all__ = ["LinearCompareConfig", "PRESETS", "run_linear_compare", "PAPER_LEARNING_RATES"]
+__all__ = ["LinearCompareConfig", "PRESETS", "run_linear_compare", "PAPER_LEARNING_RATES", "BASELINE_LR_RULES",
+           "LearningRateSelection", "select_learning_rates"]
 
 PAPER_LEARNING_RATES = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
+
+#: two readings of App. C.1's "lowest average training loss" for the beta-VAE baselines
+BASELINE_LR_RULES = {
+    "own_beta": "each beta-VAE its own LR: the lowest exact training loss at its own beta, averaged over seeds",
+    "shared_average": "one LR for every beta-VAE: the lowest exact training loss (each at its own beta) averaged "
+                      "over the beta-VAEs and seeds",
+}
 
 
 @dataclass
@@ -46,6 +55,7 @@ class LinearCompareConfig:
     n_curve: int = 100
     beta_sampling: str = "example"
     encoder_gate: str = "sigmoid"
+    baseline_lr_rule: str = "own_beta"
     init_log_variance: float = -4.6  # posterior variances start at 0.01: avoids stuck collapsed latents
     max_train_examples: int | None = None
     device: str = "cpu"
@@ -63,6 +73,8 @@ class LinearCompareConfig:
             raise ValueError("beta sampling must be 'example' or 'batch'")
         if self.encoder_gate not in ("sigmoid", "sqrt"):
             raise ValueError("encoder gate must be 'sigmoid' or 'sqrt'")
+        if self.baseline_lr_rule not in BASELINE_LR_RULES:
+            raise ValueError(f"baseline LR rule must be one of {sorted(BASELINE_LR_RULES)}")
 
     def is_paper_protocol(self) -> bool:
         return (self.epochs == 200 and tuple(self.learning_rates) == PAPER_LEARNING_RATES
@@ -103,6 +115,52 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+@dataclass
+class LearningRateSelection:
+    """Indices into the learning-rate grid: ``beta_vae[j]`` for baseline j, ``mr_vae`` for the MR-VAE; the
+    losses they were chosen by (exact training losses, nats per example, mean over seeds):
+    ``mr_vae_train_loss_at_beta1`` ``(L,)`` and ``beta_vae_train_loss`` ``(n_baselines, L)`` at each one's beta."""
+
+    beta_vae: list[int]
+    mr_vae: int
+    mr_vae_train_loss_at_beta1: np.ndarray
+    beta_vae_train_loss: np.ndarray
+    baseline_rule: str
+
+
+def _argmin(values: np.ndarray) -> int:
+    return int(np.argmin(np.nan_to_num(values, nan=np.inf)))
+
+
+def select_learning_rates(rate_distortion: Callable[[str, float], tuple[np.ndarray, np.ndarray]],
+                          baseline_betas: Sequence[float], n_lr: int, *,
+                          baseline_rule: str = "own_beta") -> LearningRateSelection:
+    """Learning-rate selection of App. C.1 from exact training losses ``L = distortion + beta * rate``.
+
+    ``rate_distortion(which, beta)`` returns ``(rate, distortion)``, each ``(S, G)`` over seeds and models, of
+    stack ``which`` on the training data at ``beta``: ``"beta_vae"`` with ``G = len(baseline_betas) * n_lr``
+    (model ``j * n_lr + l`` is baseline j at learning rate l) or ``"mr"`` with ``G = n_lr``.  The MR-VAE takes
+    the LR of lowest training loss at beta = 1 (mean over seeds).  The beta-VAEs follow ``baseline_rule``
+    (:data:`BASELINE_LR_RULES`): ``"own_beta"`` (default), each its LR of lowest training loss at its own beta
+    (mean over seeds); ``"shared_average"``, one LR for all, of lowest loss averaged over the baselines too.
+    NaN losses (diverged runs) never win.
+    """
+    if baseline_rule not in BASELINE_LR_RULES:
+        raise ValueError(f"unknown baseline LR rule {baseline_rule!r}; choose one of {sorted(BASELINE_LR_RULES)}")
+    base_loss = []
+    for j, beta in enumerate(baseline_betas):
+        r, d = rate_distortion("beta_vae", float(beta))
+        base_loss.append((d + float(beta) * r)[:, j * n_lr:(j + 1) * n_lr].mean(0))     # (L,)
+    base_loss = np.array(base_loss).reshape(len(baseline_betas), n_lr)
+    if baseline_rule == "own_beta":
+        base_sel = [_argmin(row) for row in base_loss]
+    else:
+        base_sel = [_argmin(np.nan_to_num(base_loss, nan=np.inf).mean(0))] * len(baseline_betas)
+    r1, d1 = rate_distortion("mr", 1.0)
+    mr_loss = (d1 + r1).mean(0)
+    return LearningRateSelection(base_sel, _argmin(mr_loss), mr_loss, base_loss, baseline_rule)
+
+
 def run_linear_compare(config: LinearCompareConfig, out_dir: str | os.PathLike, *,
                        data_dir: str | os.PathLike | None = None, download: bool = False,
                        progress: bool = True) -> dict:
@@ -136,14 +194,11 @@ def run_linear_compare(config: LinearCompareConfig, out_dir: str | os.PathLike, 
 
     # -- learning-rate selection (App. C.1), on the exact training loss ----------------------
     t1 = time.perf_counter()
-    base_sel = []
-    for j, beta in enumerate(baseline_betas):
-        r, d = exact_rate_distortion(trained.beta_vae, beta, moment_train, spectrum.mean)
-        loss = (d + beta * r)[:, j * n_lr:(j + 1) * n_lr]  # (S, L)
-        base_sel.append(int(np.nanargmin(np.nan_to_num(loss.mean(0), nan=np.inf))))
-    r1, d1 = exact_rate_distortion(trained.mr, 1.0, moment_train, spectrum.mean)
-    mr_train_loss_beta1 = (d1 + r1).mean(0)
-    mr_sel = int(np.argmin(np.nan_to_num(mr_train_loss_beta1, nan=np.inf)))
+    selection = select_learning_rates(
+        lambda which, beta: exact_rate_distortion(getattr(trained, which), beta, moment_train, spectrum.mean),
+        baseline_betas, n_lr, baseline_rule=config.baseline_lr_rule)
+    base_sel, mr_sel = selection.beta_vae, selection.mr_vae
+    mr_train_loss_beta1 = selection.mr_vae_train_loss_at_beta1
 
     # -- exact test evaluation ---------------------------------------------------------------
     def mr_curve(betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +247,8 @@ def run_linear_compare(config: LinearCompareConfig, out_dir: str | os.PathLike, 
             "training_objective": "minibatch mean of distortion + beta * rate; rate closed form, "
                                   "distortion with one reparameterised sample",
             "evaluation": "exact expected rate and distortion on the 10,000 test images (no sampling)",
-            "lr_selection": "beta-VAEs: lowest mean-over-seeds exact training loss at their own beta; "
+            "lr_selection": f"beta-VAEs ({config.baseline_lr_rule}): "
+                            f"{BASELINE_LR_RULES[config.baseline_lr_rule]}; "
                             "MR-VAE: lowest mean-over-seeds exact training loss at beta = 1",
         },
         "config": asdict(config),
@@ -223,6 +279,8 @@ def run_linear_compare(config: LinearCompareConfig, out_dir: str | os.PathLike, 
             "beta_vae": [config.learning_rates[i] for i in base_sel],
             "mr_vae": config.learning_rates[mr_sel],
             "mr_vae_train_loss_at_beta1": mr_train_loss_beta1,
+            "beta_vae_train_loss_at_own_beta": selection.beta_vae_train_loss,
+            "baseline_rule": config.baseline_lr_rule,
         },
         "closed_form": {"beta": curve_betas, "rate": exact_curve["rate"], "distortion": exact_curve["distortion"]},
         "mr_vae": {"beta": curve_betas, "rate": mr_r_curve.mean(0), "distortion": mr_d_curve.mean(0),

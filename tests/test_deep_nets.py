@@ -44,22 +44,36 @@ def _expected_gated_channels(model: nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dataset", sorted(NET_DATASETS))
 @pytest.mark.parametrize("arch", ARCHS)
-def test_forward_shapes_rate_and_distortion(dataset, arch):
+def test_forward_values_rate_distortion_and_sampling(dataset, arch):
+    """Eval mode, two examples at two betas.  Every number recomputed independently: z = mu + sd * eps from
+    the same generator, the rate as the closed-form Gaussian KL, the distortion as the dataset's default
+    (Bernoulli NLL for the binary sets, sum of squared errors of sigmoid(logits) for colour), decoding z
+    again, each example alone at its own beta (per-example gates), and prior samples from the same noise."""
     torch.manual_seed(0)
-    model = build_model(dataset, arch, mr=True)
+    model = build_model(dataset, arch, mr=True).eval()
+    _randomize_gates(model)
     shape = NET_DATASETS[dataset].shape
-    x = torch.rand(2, *shape)
+    x = torch.rand(2, *shape, generator=torch.Generator().manual_seed(1))
     beta = torch.tensor([0.05, 5.0])
     with torch.no_grad():
-        out = model(x, beta)
-    assert out.logits.shape == x.shape
-    assert out.mu.shape == out.log_var.shape == out.z.shape == (2, model.latent_dim)
-    assert out.rate.shape == out.distortion.shape == (2,)
-    assert torch.isfinite(out.rate).all() and torch.isfinite(out.distortion).all()
-    assert (out.rate >= 0).all() and (out.distortion >= 0).all()
-    with torch.no_grad():
-        assert model.decode(out.z, beta).logits.shape == x.shape
-        assert model.sample(3, 1.0).shape == (3, *shape)
+        out = model(x, beta, generator=torch.Generator().manual_seed(2))
+        assert out.logits.shape == x.shape and out.mu.shape == (2, model.latent_dim)
+        eps = torch.randn(out.mu.shape, generator=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(out.z, out.mu + torch.exp(0.5 * out.log_var) * eps)
+        kl = 0.5 * (out.mu.pow(2) + out.log_var.exp() - 1.0 - out.log_var).sum(1)
+        torch.testing.assert_close(out.rate, kl)
+        if shape[0] == 1:
+            nll = F.binary_cross_entropy_with_logits(out.logits, x, reduction="none").flatten(1).sum(1)
+        else:
+            nll = (torch.sigmoid(out.logits) - x).pow(2).flatten(1).sum(1)
+        torch.testing.assert_close(out.distortion, nll)
+        torch.testing.assert_close(model.decode(out.z, beta).logits, out.logits, rtol=1e-4, atol=1e-4)
+        for i in range(2):                                    # per-example betas: no cross-talk between rows
+            alone = model.encode(x[i:i + 1], float(beta[i]))
+            torch.testing.assert_close(alone.mu[0], out.mu[i], rtol=1e-4, atol=1e-4)
+        z = torch.randn((3, model.latent_dim), generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(model.sample(3, 1.0, generator=torch.Generator().manual_seed(3)),
+                                   torch.sigmoid(model.decode(z, 1.0).logits))
 
 
 def test_default_latent_sizes_and_distortions():

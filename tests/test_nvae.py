@@ -330,17 +330,24 @@ def test_small_mr_nvae_adamax_steps_lower_the_loss_on_a_fixed_batch():
     assert float(loss_now().detach()) < float(first.detach()) - 1.0
 
 
-def test_kl_balancing_of_the_beta_nvae_applies_during_warm_up_only():
-    model = _model("mnist", mr=False, kl_balance=True, spectral_coef=0.0, train_beta=1.0)
-    x = _batch((1, 28, 28), 3)
-    out = model(x, 1.0)
-    gamma = model.kl_balance_coefficients(out.kl_groups)
-    assert abs(float(gamma.sum()) - model.num_groups) < 1e-4 and bool((gamma > 0).all())
-    weight = torch.tensor([0.2, 0.5, 1.0])
-    loss = model.objective(out, weight)
-    balanced = (out.kl_groups * gamma).sum(1)
-    assert torch.allclose(loss[:2], out.distortion[:2] + weight[:2] * balanced[:2])
-    assert torch.allclose(loss[2], out.distortion[2] + out.rate[2])
+def test_kl_balancing_matches_nvae_on_hand_computed_numbers():
+    """Two scales of two groups, top-down 4x4, 4x4, 8x8, 8x8: alpha = spatial size / groups at the scale,
+    min 1 = [1, 1, 4, 4].  Group KLs (B = 2) [[1, 3, 8, 0], [3, -1, 4, 2]]: mean |KL| = [2, 2, 6, 1];
+    NVAE's (mean + 0.01) / alpha = [2.01, 2.01, 1.5025, 0.2525], sum 5.775, so gamma = 4 x / 5.775.
+    (alpha * mean + 0.01 would give [0.251, 0.251, 2.998, 0.501].)"""
+    model = _model("mnist", mr=False, kl_balance=True, spectral_coef=0.0, train_beta=1.0, num_scales=2,
+                   groups_per_scale=2, ada_groups=False)
+    assert [(g.height, g.width) for g in model.group_specs] == [(4, 4), (4, 4), (8, 8), (8, 8)]
+    assert model.kl_alpha.tolist() == [1.0, 1.0, 4.0, 4.0]
+    kl = torch.tensor([[1.0, 3.0, 8.0, 0.0], [3.0, -1.0, 4.0, 2.0]])
+    gamma = model.kl_balance_coefficients(kl)
+    assert gamma.tolist() == pytest.approx([1.3922078, 1.3922078, 1.0406926, 0.1748918], rel=1e-6)
+    # the objective: rows in the KL warm-up (weight < train_beta = 1) use sum_l gamma_l KL_l, the others the sum
+    with torch.no_grad():
+        out = model(_batch((1, 28, 28), 2), 1.0)._replace(kl_groups=kl, rate=kl.sum(1))
+    loss = model.objective(out, torch.tensor([0.5, 1.0])).detach()
+    assert float(loss[0]) == pytest.approx(float(out.distortion[0]) + 0.5 * 13.894372, rel=1e-6)
+    assert float(loss[1]) == pytest.approx(float(out.distortion[1]) + 8.0, rel=1e-6)
     with pytest.raises(NVAEConfigError, match="beta-NVAE only"):
         _model("mnist", mr=True, kl_balance=True)
 
@@ -348,21 +355,44 @@ def test_kl_balancing_of_the_beta_nvae_applies_during_warm_up_only():
 # ----------------------------------------------------------------------------------------------------
 # IW-NLL through the hierarchy
 # ----------------------------------------------------------------------------------------------------
-def test_iw_nll_with_one_sample_is_the_sampled_negative_elbo_and_tightens_with_k():
+def _independent_log_weight(out, x, eps):
+    """log p(x|z) + log p(z) - log q(z|x) of one NVAE sample recomputed from its parts with
+    torch.distributions: each group's z must be q_mu + exp(q_log_sigma) * eps, scored under N(q_mu, sigma_q)
+    and N(p_mu, sigma_p); the Bernoulli log-likelihood from the logits."""
+    log_q = log_p = 0.0
+    for g, e in zip(out.groups, eps):
+        torch.testing.assert_close(g.z, g.q_mu + torch.exp(g.q_log_sigma) * e)
+        q = D.Normal(g.q_mu.double(), torch.exp(g.q_log_sigma.double()))
+        p = D.Normal(g.p_mu.double(), torch.exp(g.p_log_sigma.double()))
+        log_q = log_q + q.log_prob(g.z.double()).flatten(1).sum(1)
+        log_p = log_p + p.log_prob(g.z.double()).flatten(1).sum(1)
+        torch.testing.assert_close(g.kl.double(), D.kl_divergence(q, p).flatten(1).sum(1), rtol=1e-4, atol=1e-4)
+    log_lik = -F.binary_cross_entropy_with_logits(out.params.double(), x.double(), reduction="none").flatten(1).sum(1)
+    return log_lik + log_p - log_q
+
+
+def test_iw_nll_is_minus_the_log_mean_of_independently_computed_weights():
+    """k = 4 samples drawn as iw_nll draws them (noise sample by sample from one generator): each importance
+    weight recomputed from the sampled groups with torch.distributions; iw_nll (in chunks of one sample)
+    must equal -log mean exp of them; k = 1 is minus the one-sample log weight; more samples tighten it."""
     model = _model("mnist", mr=True).eval()
     _randomize_gates(model)
     x = _batch((1, 28, 28), 3)
-    one = iw_nll(model, x, 0.5, k=1, generator=torch.Generator().manual_seed(5))
-    out = model(x, 0.5, noise=model.noise(3, generator=torch.Generator().manual_seed(5)))
-    assert torch.allclose(one, -out.log_weight.double(), rtol=1e-5)
-    assert torch.allclose(out.log_weight, -(out.distortion + out.log_q - out.log_p))
-    # chunking does not change the estimate (noise drawn sample by sample)
-    a = iw_nll(model, x, 0.5, k=8, max_rows=3, generator=torch.Generator().manual_seed(9))
-    b = iw_nll(model, x, 0.5, k=8, max_rows=24, generator=torch.Generator().manual_seed(9))
-    assert torch.allclose(a, b, rtol=1e-6)
-    neg_elbo = (out.distortion + out.rate).detach().double()
-    many = iw_nll(model, x, 0.5, k=64, generator=torch.Generator().manual_seed(1))
-    assert float(many.mean()) < float(neg_elbo.mean())
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        weights = []
+        for _ in range(4):
+            eps = model.noise(3, generator=g)
+            weights.append(_independent_log_weight(model(x, 0.5, noise=eps), x, eps))
+        expected = -(torch.logsumexp(torch.stack(weights), dim=0) - math.log(4))
+        got = iw_nll(model, x, 0.5, k=4, max_rows=3, generator=torch.Generator().manual_seed(9))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(iw_nll(model, x, 0.5, k=4, max_rows=12, generator=torch.Generator().manual_seed(9)),
+                                   got, rtol=1e-6, atol=1e-6)
+        one = iw_nll(model, x, 0.5, k=1, generator=torch.Generator().manual_seed(9))
+        torch.testing.assert_close(one, -weights[0], rtol=1e-5, atol=1e-3)
+        many = iw_nll(model, x, 0.5, k=64, generator=torch.Generator().manual_seed(1))
+        assert float(many.mean()) < float(-torch.stack(weights).mean())          # tighter than the ELBO
 
 
 # ----------------------------------------------------------------------------------------------------

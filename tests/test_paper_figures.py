@@ -125,7 +125,7 @@ def write_manifest(root: Path, name: str, *, seeds=(0, 1), unavailable_groups: d
 
 def _mig(g, betas, seed):
     base = 0.4 if g.kind == "mr" else 0.1
-    return {"mig_sampling": [base + 0.02 * seed + 0.01 * math.log(b) for b in betas]}
+    return {"mig": [base + 0.02 * seed + 0.01 * math.log(b) for b in betas]}
 
 
 def _fid(g, betas, seed):
@@ -347,11 +347,30 @@ def test_fig8_writes_areas_of_each_curve(results, tmp_path):
     assert Path(str(out) + "_areas.csv") in paths
     lines = Path(str(out) + "_areas.csv").read_text().splitlines()
     assert len(lines) == 1 + 4 + 3                     # 4 curves (a varies) + 3 curves (b varies)
+    # every area in the file against numpy's trapezoid rule on the curve's points (sorted by rate here),
+    # the shared-span area with the end points interpolated by hand
     m = load_manifest(results, "fig8_sensitivity")
-    c = group_curve(m, "range_a0.001_b10")
-    row = next(r for r in fig8.area_rows([c], "left"))
-    assert row["area"] == pytest.approx(fig8.rd_area(c["rate"], c["distortion"]))
-    assert row["area"] == pytest.approx(row["mean_distortion"] * (row["rate_max"] - row["rate_min"]))
+    with open(str(out) + "_areas.csv") as f:
+        rows = list(csv.DictReader(f))
+    curves = {}
+    for g in m["groups"]:
+        if g["kind"] == "mr" and g["status"] == "complete":
+            c = group_curve(m, g["key"])
+            curves[c.label] = c
+    for panel in ("left", "middle"):
+        prow = [r for r in rows if r["panel"] == panel]
+        lo = max(float(r["rate min (nats)"]) for r in prow)
+        hi = min(float(r["rate max (nats)"]) for r in prow)
+        assert hi > lo
+        for r in prow:
+            c = curves[r["curve"]]
+            order = np.argsort(c["rate"])
+            rate, dist = np.asarray(c["rate"])[order], np.asarray(c["distortion"])[order]
+            assert float(r["area over own span (nats²)"]) == pytest.approx(np.trapezoid(dist, rate), rel=1e-9)
+            assert float(r["rate min (nats)"]) == pytest.approx(rate[0]) and float(r["rate max (nats)"]) == rate[-1]
+            xs = np.concatenate([[lo], rate[(rate > lo) & (rate < hi)], [hi]])
+            assert float(r["area over shared span (nats²)"]) == pytest.approx(
+                np.trapezoid(np.interp(xs, rate, dist), xs), rel=1e-9)
 
 
 def test_fig8_right_panel_says_what_to_run_when_tcvae_is_missing(results, tmp_path):
@@ -362,11 +381,11 @@ def test_fig8_right_panel_says_what_to_run_when_tcvae_is_missing(results, tmp_pa
 
 def test_group_curve_averages_seeds(results):
     m = load_manifest(results, "fig8_tcvae")
-    c = group_curve(m, "dsprites_mlp_mr", fields=(), optional=("mig_sampling",))
+    c = group_curve(m, "dsprites_mlp_mr", fields=(), optional=("mig",))
     assert c.n_seeds == 3
     expected = [0.42 + 0.01 * math.log(b) for b in c.beta]       # mean of seeds 0, 1, 2
-    assert c["mig_sampling"] == pytest.approx(expected)
-    assert c.std["mig_sampling"] == pytest.approx([0.02] * len(c.beta))
+    assert c["mig"] == pytest.approx(expected)
+    assert c.std["mig"] == pytest.approx([0.02] * len(c.beta))
     s = group_curve(m, "dsprites_mlp_beta_constant", fields=("rate",))
     assert s.kind == "sweep" and s.beta == pytest.approx(sorted(s.group["betas"])) and s.n_seeds == 3
 

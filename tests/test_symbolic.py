@@ -12,6 +12,7 @@ import sympy as sp
 import torch
 
 from linvae import symbolic as sym
+from linvae.closed_form import Spectrum, optimal_rate_distortion, rd_curve
 from linvae.conditioning import BetaRange, sqrt_gate
 
 EXPECTED_NAMES = {
@@ -271,18 +272,19 @@ def test_matrix_objective_matches_per_dimension_sum_and_is_stationary():
                                    rel=1e-12)
 
 
-def test_rd_slope_numerically():
+def test_rd_slope_of_the_project_closed_form_numerically():
+    """dD/dR = -beta (the sympy identity rd_slope) holds for linvae.closed_form's optimum: finite differences
+    of optimal_rate_distortion and of rd_curve on a rotated 4-d spectrum (3 latents), at betas between,
+    below and above its eigenvalues."""
     lam_ = np.array([4.0, 2.0, 1.0, 0.3])
-
-    def rd(b):
-        act = lam_ > b
-        return (0.5 * np.sum(np.log(lam_[act] / b)),
-                0.5 * (lam_.sum() - np.sum(lam_[act] - b)))
-
+    q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(4, 4)))
+    spectrum = Spectrum.from_covariance(q @ np.diag(lam_) @ q.T, np.zeros(4), 100)
+    h = 1e-6
     for b in (0.5, 1.5, 3.0):
-        h = 1e-6
-        (r1, d1), (r2, d2) = rd(b - h), rd(b + h)
+        (r1, d1), (r2, d2) = (optimal_rate_distortion(spectrum, b - h, 3), optimal_rate_distortion(spectrum, b + h, 3))
         assert (d2 - d1) / (r2 - r1) == pytest.approx(-b, rel=1e-6)
+        curve = rd_curve(spectrum, np.array([b - h, b + h]), 3, moment=spectrum.covariance)
+        assert np.diff(curve["distortion"])[0] / np.diff(curve["rate"])[0] == pytest.approx(-b, rel=1e-5)
 
 
 def test_symbolic_gates_match_project_gates():

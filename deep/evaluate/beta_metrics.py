@@ -14,7 +14,7 @@ from .loop import model_device, noise_generator
 __all__ = ["MIGMetric", "FIDMetric", "MIG_OPTIONS"]
 
 #: Evaluation options the MIG metric takes (``--eval-option``).
-MIG_OPTIONS = ("mig", "mig_grid", "mig_samples", "mig_bins")
+MIG_OPTIONS = ("mig", "mig_grid", "mig_samples", "mig_bins", "mig_reference", "mig_full_grid_sizes")
 
 
 @torch.no_grad()
@@ -31,52 +31,45 @@ def _encode_rows(model: nn.Module, data: Any, rows: torch.Tensor, beta: float, b
 
 
 class MIGMetric:
-    """MIG (:mod:`deep.evaluate.disentangle`) of the encoder at each beta on ``grid`` =
-    ``data.factor_grid(...)``: ``(rows, classes, factor_sizes, description)``. Both variants: the sampling
-    estimator of Chen et al. (``mig_sampling``) and discretised means (``mig_discrete``)."""
+    """The MIGs of :mod:`deep.evaluate.disentangle` of the encoder at each beta, as planned for ``data`` by
+    :func:`deep.evaluate.disentangle.plan_mig`: ``mig`` (Chen et al. 2018: the full dSprites grid, scale,
+    orientation, posX, posY, H(v_k) of the full grid, MI clamped at 0), and our variants ``mig_all_factors``
+    (every factor of the evaluated grid, that grid's entropies) and ``mig_discrete`` (discretised means)."""
 
     name = "mig"
 
-    def __init__(self, data: Any, grid: tuple, *, samples: int = 10_000, bins: int = 20, seed: int = 0,
+    def __init__(self, data: Any, plan: Any, *, samples: int = 10_000, bins: int = 20, seed: int = 0,
                  batch_size: int = 1000) -> None:
-        self.data, self.grid, self.samples, self.bins = data, grid, int(samples), int(bins)
+        self.data, self.plan, self.samples, self.bins = data, plan, int(samples), int(bins)
         self.seed, self.batch_size = int(seed), int(batch_size)
-        self.factor_names = list(getattr(data, "factor_names", ()))
 
     def __call__(self, model: nn.Module, beta: float) -> dict[str, Any]:
-        rows, classes, sizes, desc = self.grid
-        mu, lv = _encode_rows(model, self.data, rows, beta, self.batch_size)
-        ms = D.mig_sampling(mu, lv, classes, sizes, n_samples=self.samples,
-                            generator=torch.Generator().manual_seed(self.seed + 1), grid=desc,
-                            factor_names=self.factor_names)
-        md = D.mig_discrete(mu, classes, sizes, n_bins=self.bins, grid=desc, factor_names=self.factor_names)
-        return {"mig_sampling": ms.mig, "mig_discrete": md.mig, "mig_sampling_per_factor": ms.gaps,
-                "mig_discrete_per_factor": md.gaps, "mig_top_latents": ms.top_latents}
+        return D.mig_metrics(self.plan, lambda rows: _encode_rows(model, self.data, rows, beta, self.batch_size),
+                             n_samples=self.samples, n_bins=self.bins, seed=self.seed + 1)
 
     def estimators(self) -> dict[str, str]:
-        desc = self.grid[3]
-        return {
-            "mig_sampling": (f"MIG, Chen et al. 2018 sampling estimator: H(z_j) and H(z_j|v_k) from {self.samples} "
-                             f"samples of q(z|x) over the grid, MI normalised by H(v_k) = log |v_k|; grid: {desc}"),
-            "mig_discrete": (f"MIG, discretised posterior means ({self.bins} equal-width bins per latent), "
-                             f"discrete MI with the factors normalised by H(v_k); grid: {desc}"),
-            "mig_grid": desc,
-        }
+        return dict(self.plan.describe(self.samples, self.bins))
+
+    def extras(self) -> dict[str, Any]:
+        plan = self.plan
+        notes = "; ".join(n for n in (plan.reference_note, plan.grid_note) if n) or None
+        return {"mig_grid": plan.grid[3] if plan.grid is not None else None,
+                "mig_reference_grid": plan.reference_grid[3] if plan.reference_grid is not None else None,
+                "mig_factors": tuple(plan.reference_factor_names) if plan.reference_grid is not None else None,
+                "mig_note": notes}
 
     @staticmethod
     def for_data(data: Any, *, mig: bool = True, mig_grid: str = "auto", mig_samples: int = 10_000,
-                 mig_bins: int = 20, seed: int = 0, batch_size: int = 1000) -> tuple["MIGMetric | None", str | None]:
-        """The metric for ``data`` when it has a factor grid (and ``mig``), else ``None`` and the reason."""
-        if not mig:
+                 mig_bins: int = 20, mig_reference: bool = True, mig_full_grid_sizes: Any = None, seed: int = 0,
+                 batch_size: int = 1000) -> tuple["MIGMetric | None", str | None]:
+        """The metric for ``data`` when it is a labelled factor grid (and ``mig``), else ``None`` and the reason."""
+        if not mig or not callable(getattr(data, "factor_grid", None)):
             return None, None
-        get_grid = getattr(data, "factor_grid", None)
-        if not callable(get_grid):
-            return None, None
-        grid = get_grid(mig_grid)
-        if grid is None:
-            return None, (f"MIG not computed: {getattr(data, 'grid', 'this data set')} is not a complete factor "
-                          "grid (use source=subgrid, full or generated)")
-        return MIGMetric(data, grid, samples=mig_samples, bins=mig_bins, seed=seed, batch_size=batch_size), None
+        plan = D.plan_mig(data, mig_grid, reference=mig_reference,
+                          **({"full_grid_sizes": tuple(mig_full_grid_sizes)} if mig_full_grid_sizes else {}))
+        if not plan.computes_any:
+            return None, "; ".join(n for n in (plan.reference_note, plan.grid_note) if n)
+        return MIGMetric(data, plan, samples=mig_samples, bins=mig_bins, seed=seed, batch_size=batch_size), None
 
 
 class FIDMetric:
@@ -117,6 +110,9 @@ class FIDMetric:
             fake.append(model.sample(e - s, torch.tensor([beta], device=device), noise=noise).clamp(0, 1).cpu())
         fake_stats = M.gaussian_statistics(M.extract_features(fake, self.extract, self.batch_size))
         return {"fid": M.frechet_distance(*self._real_stats(), *fake_stats)}
+
+    def extras(self) -> dict[str, Any]:
+        return {}
 
     def estimators(self) -> dict[str, str]:
         return {"fid": (f"Frechet distance of {self.n} prior samples (decoder means, same z at every beta) to as "
@@ -193,6 +189,9 @@ class AISMetric:
                 "ais_encoder_rate": enc_r, "ais_encoder_distortion": enc_d, "inference_gap": gap,
                 "bdmc_gap": bd.mean_gap if bd is not None else None,
                 "bdmc_lam": bd.lam if bd is not None else None}
+
+    def extras(self) -> dict[str, Any]:
+        return {"ais_settings": self.settings.to_dict(), "ais_examples": int(self.x.shape[0])}
 
     def results(self, protocol: str) -> dict:
         """The AIS results file (``paper_figures/fig_ais.py`` reads it): every curve, arrays indexed by beta."""

@@ -60,13 +60,16 @@ class BetaMetric(Protocol):
     """A metric computed once per beta from the model (MIG on a factor grid, FID of prior samples, ...).
 
     ``name`` keys its arrays in the result; ``__call__(model, beta) -> dict`` returns this beta's values
-    (each key becomes an array indexed by beta); ``estimators()`` describes them."""
+    (each key becomes an array indexed by beta); ``estimators()`` describes them; ``extras()`` gives values
+    that are not per beta (the grid a MIG used, the settings of an AIS run)."""
 
     name: str
 
     def __call__(self, model: nn.Module, beta: float) -> dict[str, Any]: ...
 
     def estimators(self) -> dict[str, str]: ...
+
+    def extras(self) -> dict[str, Any]: ...
 
 
 def _evaluation_index(data: Any, n: int, seed: int) -> torch.Tensor:
@@ -226,8 +229,10 @@ def rd_sweep(model: nn.Module, data: Any, betas: Sequence[float] | torch.Tensor,
         for metric in metrics:
             values = [metric(model, float(v)) for v in beta_list]
             for key in values[0] if values else ():
-                out_d[key] = [v[key] for v in values]
+                column = [v[key] for v in values]
+                out_d[key] = None if all(c is None for c in column) else column
             metric_estimators.update(metric.estimators())
+            out_d.update(metric.extras())
     finally:
         if bar is not None:
             bar.close()

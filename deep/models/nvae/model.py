@@ -337,7 +337,8 @@ class NVAE(MultiRateVAE):
         self.postprocess = nn.ModuleList(post)
         self.head = GatedConv(ch, self.likelihood.out_channels, 3, **dec)
 
-        # KL balancing weights: proportional to the spatial size of a group over the groups of its scale
+        # alpha of NVAE's KL balancing: a group's spatial size over the number of groups at its scale (the
+        # balancing coefficients divide the group's mean |KL| by it; kl_balance_coefficients)
         alpha = torch.tensor([g.height * g.width / groups_at[g.scale] for g in specs], dtype=torch.float32)
         self.register_buffer("kl_alpha", alpha / alpha.min(), persistent=False)
         self._gate_list: list[Gate] = [m for m in self.modules() if isinstance(m, Gate)]
@@ -489,10 +490,12 @@ class NVAE(MultiRateVAE):
 
     # -- objective --------------------------------------------------------------------------------------
     def kl_balance_coefficients(self, kl_groups: torch.Tensor) -> torch.Tensor:
-        """NVAE's KL balancing weights ``gamma`` ``(G,)`` (no gradient), summing to G:
-        ``gamma_l ∝ alpha_l * mean_batch |KL_l| + 0.01`` with ``alpha_l`` the group's spatial size over the
-        number of groups at its scale (normalised to min 1)."""
-        g = self.kl_alpha.to(kl_groups.dtype) * kl_groups.detach().abs().mean(dim=0) + 0.01
+        """NVAE's KL balancing weights ``gamma`` ``(G,)`` (no gradient) for group KLs ``kl_groups`` ``(B, G)``
+        (nats), as NVAE's ``kl_balancer`` computes them: ``gamma_l ∝ (mean_batch |KL_l| + 0.01) / alpha_l``,
+        normalised to mean 1 (sum G), with ``alpha_l`` the group's spatial size over the number of groups at
+        its scale, normalised to min 1 (NVAE's ``kl_balancer_coeff(fun="square")``).  Groups holding more KL
+        per unit of ``alpha`` get more weight, so that no group is switched off during the KL warm-up."""
+        g = (kl_groups.detach().abs().mean(dim=0) + 0.01) / self.kl_alpha.to(kl_groups.dtype)
         return g * (g.numel() / g.sum())
 
     def spectral_regularizer(self) -> torch.Tensor:
