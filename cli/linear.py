@@ -17,16 +17,22 @@ def linear() -> None:
 
 @linear.command()
 @click.option("--preset", type=click.Choice(["default", "smoke", "paper"]), default="default", show_default=True,
-              help="default: reduced CPU protocol (minutes); smoke: seconds; paper: full App. C.1 (231 trainings).")
+              help="default: reduced CPU protocol (minutes, exp_min covariance gates); smoke: seconds; "
+                   "paper: full App. C.1 (231 trainings, the paper's sigmoid gates).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs (paper: 200).")
 @click.option("--lrs", "lrs", help="Comma-separated learning-rate grid (paper: 1e-2,3e-3,1e-3,3e-4,1e-4,3e-5,1e-5).")
 @click.option("--seeds", help="Comma-separated seeds (paper: 0,1,2).")
 @click.option("--seed", type=int, help="Shortcut for a single seed.")
 @click.option("--batch-size", type=click.IntRange(min=1))
 @click.option("--beta-range", nargs=2, type=float, metavar="A B", help="Log-uniform training range of beta.")
-@click.option("--beta-sampling", type=click.Choice(["example", "batch"]), help="One beta per example or per batch.")
+@click.option("--beta-sampling", type=click.Choice(["example", "batch", "stratified"]),
+              help="One beta per example, one per batch, or one per example from each of B equal slices "
+                   "of the log-beta range (stratified).")
 @click.option("--encoder-gate", type=click.Choice(["sigmoid", "sqrt"]),
-              help="MR encoder gate (paper: sigmoid; sqrt represents the joint optimum exactly).")
+              help="MR encoder gate (paper and default: sigmoid; sqrt represents the joint optimum exactly).")
+@click.option("--covariance-gate", type=click.Choice(["sigmoid", "exp_min"]),
+              help="MR posterior-variance gate (paper: sigmoid; default preset: exp_min = exp(min(x, 0)), "
+                   "which represents the joint optimum's variances min(1, beta/lambda) exactly).")
 @click.option("--init-log-variance", type=float, help="Initial log posterior variance (default -4.6).")
 @click.option("--max-train-examples", type=click.IntRange(min=100), help="Train on a subset (labelled reduced).")
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
@@ -37,7 +43,8 @@ def linear() -> None:
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @friendly_errors
 def compare(preset, epochs, lrs, seeds, seed, batch_size, beta_range, beta_sampling, encoder_gate,
-            init_log_variance, max_train_examples, threads, device, out_dir, data_dir, download, no_progress):
+            covariance_gate, init_log_variance, max_train_examples, threads, device, out_dir, data_dir, download,
+            no_progress):
     """Fig. 4: linear MR-VAE vs 10 beta-VAEs vs the exact closed-form RD curve on MNIST."""
     from linvae.experiment import PRESETS, run_linear_compare
     from paper_figures import fig4
@@ -60,6 +67,8 @@ def compare(preset, epochs, lrs, seeds, seed, batch_size, beta_range, beta_sampl
         updates["beta_sampling"] = beta_sampling
     if encoder_gate:
         updates["encoder_gate"] = encoder_gate
+    if covariance_gate:
+        updates["covariance_gate"] = covariance_gate
     if init_log_variance is not None:
         updates["init_log_variance"] = init_log_variance
     if max_train_examples:

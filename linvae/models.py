@@ -12,7 +12,9 @@ Model, per example and per model (sigma2 = 1, data centred by the training mean)
 An MR model gates every factor by rows with the conditioning core (Eq. 6):
 ``factor(beta) = gate(w * u + b) (.)_row base`` with ``u`` the standardised hyper-input.
 Encoder factors (E1, E2) use ``encoder_gate`` (paper: sigmoid; sqrt represents the joint optimum
-exactly), covariance factors (C1, C2) always sigmoid, decoder factors (D1, D2) the sqrt gate.  A beta-VAE uses the bases alone (no gates).
+exactly), covariance factors (C1, C2) ``covariance_gate`` (paper: sigmoid; our ``exp_min`` gate
+``exp(min(x, 0))`` represents the joint optimum's variances ``min(1, beta / lam)`` exactly), decoder
+factors (D1, D2) the sqrt gate.  A beta-VAE uses the bases alone (no gates).
 """
 from __future__ import annotations
 
@@ -26,11 +28,33 @@ from torch import nn
 from .closed_form import LinearVAEParams
 from .conditioning import GATE_KINDS, BetaRange, gate_bias_for_value
 
-__all__ = ["StackedLinearVAE", "LinearOutput"]
 
-# factor name -> gate side; the covariance factors always use sigmoid gates (a variance must stay > 0,
-# and a sqrt gate reaches exactly 0), the encoder-weight factors use ``encoder_gate``
+__all__ = ["StackedLinearVAE", "LinearOutput", "exp_min_gate", "LINEAR_GATES", "ENCODER_GATES",
+           "COVARIANCE_GATES"]
+
+# factor name -> gate side: encoder weights use ``encoder_gate``, covariances ``covariance_gate`` (a
+# variance must stay > 0: sigmoid or exp_min, never the sqrt gate, which reaches 0), decoder ``decoder_gate``
 _FACTORS = {"E1": "enc", "E2": "enc", "C1": "cov", "C2": "cov", "D1": "dec", "D2": "dec"}
+
+
+def exp_min_gate(x: torch.Tensor) -> torch.Tensor:
+    """Covariance gate ``exp(min(x, 0))`` in (0, 1], equal to ``1 - sqrt_gate(x)**2``.
+
+    With pre-activation ``log beta - log lam`` it is ``min(1, beta / lam)``: the posterior variance of
+    the linear VAE's joint optimum (paper-notes 2.4), which no sigmoid (product) represents exactly.
+    Flat (zero gradient) at 1 for x >= 0, as the sqrt gate is flat at 0 there.
+    """
+    return torch.exp(torch.clamp(x, max=0.0))
+
+
+#: gate kinds of the linear MR-VAE: the core's sigmoid and sqrt gates, and the exp-min covariance gate
+LINEAR_GATES = {"sigmoid": GATE_KINDS["sigmoid"], "sqrt": GATE_KINDS["sqrt"], "exp_min": exp_min_gate}
+ENCODER_GATES = ("sigmoid", "sqrt")
+COVARIANCE_GATES = ("sigmoid", "exp_min")
+
+
+def _bias_for_value(kind: str, value: float) -> float:
+    return math.log(value) if kind == "exp_min" else gate_bias_for_value(kind, value)
 
 
 @dataclass
@@ -46,16 +70,20 @@ class StackedLinearVAE(nn.Module):
 
     def __init__(self, groups: int, models: int, data_dim: int, latent_dim: int, *, mr: bool,
                  beta_range: BetaRange | None = None, encoder_gate: str = "sigmoid",
-                 decoder_gate: str = "sqrt", gate_init: float = 0.9, init_log_variance: float = 0.0,
+                 covariance_gate: str = "sigmoid", decoder_gate: str = "sqrt", gate_init: float = 0.9,
+                 init_log_variance: float = 0.0,
                  generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         for kind in (encoder_gate, decoder_gate):
             if kind not in ("sigmoid", "sqrt"):
                 raise ValueError(f"linear MR-VAE gates must be 'sigmoid' or 'sqrt', got {kind!r}")
+        if covariance_gate not in COVARIANCE_GATES:
+            raise ValueError(f"covariance gates must be one of {COVARIANCE_GATES}, got {covariance_gate!r}")
         self.groups, self.models, self.data_dim, self.latent_dim = groups, models, data_dim, latent_dim
         self.mr = mr
         self.beta_range = beta_range or BetaRange()
         self.encoder_gate, self.decoder_gate = encoder_gate, decoder_gate
+        self.covariance_gate = covariance_gate
         s, g, n, k = groups, models, data_dim, latent_dim
 
         def orthogonal(rows: int, cols: int) -> torch.Tensor:
@@ -80,18 +108,18 @@ class StackedLinearVAE(nn.Module):
                 kind = self._gate_kind(name)
                 self.register_parameter(f"w_{name}", nn.Parameter(torch.zeros(s, g, rows[name], dtype=dtype)))
                 self.register_parameter(f"b_{name}", nn.Parameter(
-                    torch.full((s, g, rows[name]), gate_bias_for_value(kind, gate_init), dtype=dtype)))
+                    torch.full((s, g, rows[name]), _bias_for_value(kind, gate_init), dtype=dtype)))
 
     # -- gates ------------------------------------------------------------------------------
     def _gate_kind(self, name: str) -> str:
         side = _FACTORS[name]
-        return {"enc": self.encoder_gate, "cov": "sigmoid", "dec": self.decoder_gate}[side]
+        return {"enc": self.encoder_gate, "cov": self.covariance_gate, "dec": self.decoder_gate}[side]
 
     def gate(self, name: str, u: torch.Tensor) -> torch.Tensor:
         """Gate values of factor ``name`` for hyper-inputs ``u`` of shape ``(S, G, B)``: ``(S, G, B, rows)``."""
         w, b = getattr(self, f"w_{name}"), getattr(self, f"b_{name}")
         pre = u.unsqueeze(-1) * w.unsqueeze(-2) + b.unsqueeze(-2)
-        return GATE_KINDS[self._gate_kind(name)](pre)  # type: ignore[misc]
+        return LINEAR_GATES[self._gate_kind(name)](pre)
 
     # -- training objective ---------------------------------------------------------------
     def forward(self, x: torch.Tensor, beta: torch.Tensor, noise: torch.Tensor) -> LinearOutput:
@@ -141,7 +169,7 @@ class StackedLinearVAE(nn.Module):
             u = float(self.beta_range.standardize(torch.tensor(float(beta), dtype=torch.float64)))
 
             def g(name: str) -> torch.Tensor:
-                return GATE_KINDS[self._gate_kind(name)](p[f"w_{name}"] * u + p[f"b_{name}"])  # type: ignore[misc]
+                return LINEAR_GATES[self._gate_kind(name)](p[f"w_{name}"] * u + p[f"b_{name}"])
             e1 = g("E1").unsqueeze(-1) * e1
             e2 = g("E2").unsqueeze(-1) * e2
             d1 = g("D1").unsqueeze(-1) * d1

@@ -120,6 +120,13 @@ def sym_sqrt_gate(x: Any) -> Any:
     return sp.sqrt(sp.Max(0, 1 - sp.exp(x)))
 
 
+def sym_exp_min_gate(x: Any) -> Any:
+    """The exp-min covariance gate of our linear MR-VAE, exp(min(x, 0)), as a sympy expression."""
+    import sympy as sp
+
+    return sp.exp(sp.Min(x, 0))
+
+
 # ---------------------------------------------------------------------------------------------
 # Small provers
 # ---------------------------------------------------------------------------------------------
@@ -687,6 +694,33 @@ def _proof_encoder_sqrt_gate_joint() -> _Proof:
     p.equal("beta < lam: c_joint = 1 - sqrt_gate(log beta - log lam)^2", c_joint, 1 - gate**2, on)
     p.equal("beta >= lam: c_joint = 1 - sqrt_gate(log beta - log lam)^2", c_joint, 1 - gate**2,
             off)
+    return p
+
+
+@_register(
+    "covariance_exp_min_gate_joint",
+    "joint c(beta)=min(1,beta/lam)=exp_min_gate(log beta - log lam); exp_min_gate(x)=1-sqrt_gate(x)^2",
+)
+def _proof_covariance_exp_min_gate_joint() -> _Proof:
+    """The joint optimum's posterior variance min(1, beta/lam) is the exp-min gate exp(min(x, 0)) at
+    x = log beta - log lam on both branches, and exp_min_gate = 1 - sqrt_gate^2 for every real x."""
+    import sympy as sp
+
+    S = _symbols()
+    lam, beta, s, s0 = S["lam"], S["beta"], S["s"], S["s0"]
+    on, off = {lam: beta + s}, {beta: lam + s0}
+    c_joint = sp.Min(1, beta / lam)
+    gate = sym_exp_min_gate(sp.log(beta) - sp.log(lam))
+    x = sp.Symbol("x", real=True)
+    p = _Proof()
+    p.equal("beta < lam: min(1, beta/lam) = beta/lam = exp_min_gate(log beta - log lam)", c_joint, gate, on)
+    p.equal("beta >= lam: min(1, beta/lam) = 1 = exp_min_gate(log beta - log lam)", c_joint, gate, off)
+    # the branches of x written through e^x (x < 0: e^x = 1/(1+s); x >= 0: e^x = 1+s0), so that
+    # sympy can decide the sign of 1 - e^x inside sqrt_gate's Max
+    p.equal("x = -log(1+s) < 0: exp_min_gate(x) = e^x = 1 - sqrt_gate(x)^2",
+            sym_exp_min_gate(x), 1 - sym_sqrt_gate(x) ** 2, {x: -sp.log(1 + s)})
+    p.equal("x = log(1+s0) >= 0: exp_min_gate(x) = 1 = 1 - sqrt_gate(x)^2",
+            sym_exp_min_gate(x), 1 - sym_sqrt_gate(x) ** 2, {x: sp.log(1 + s0)})
     return p
 
 

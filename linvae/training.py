@@ -101,8 +101,10 @@ class LinearRunSpec:
     beta_range: BetaRange = field(default_factory=BetaRange)
     beta_sampling: str = "example"
     encoder_gate: str = "sigmoid"
+    covariance_gate: str = "sigmoid"
     decoder_gate: str = "sqrt"
     init_log_variance: float = 0.0
+    gate_init: float = 0.9
 
 
 @dataclass
@@ -123,6 +125,25 @@ class TrainedStacks:
     model_examples_per_second: float
     flops_per_second: float
     final_minibatch_loss: dict = field(default_factory=dict)
+
+
+def _beta_quantiles(sampling: str, groups: int, models: int, batch: int, gen: torch.Generator) -> torch.Tensor:
+    """Positions in [0, 1) of the minibatch's betas on the log-beta axis, shape ``(S, G, B)`` or
+    ``(S, G, 1)`` for ``"batch"``.
+
+    ``example``: independent uniforms (one beta per example); ``batch``: one uniform per minibatch
+    (Algorithm 1); ``stratified``: one uniform in each of the B equal slices [i/B, (i+1)/B), in random
+    order over the examples: every beta is still log-uniform, but each minibatch covers the range evenly.
+    """
+    if sampling == "batch":
+        return torch.rand(groups, models, 1, generator=gen)
+    u01 = torch.rand(groups, models, batch, generator=gen)
+    if sampling == "stratified":
+        slot = torch.argsort(torch.rand(groups, models, batch, generator=gen), dim=-1)
+        u01 = (slot.to(u01.dtype) + u01) / batch
+    elif sampling != "example":
+        raise ValueError(f"beta sampling must be 'example', 'batch' or 'stratified', got {sampling!r}")
+    return u01
 
 
 def _layout_lrs(values: int, lrs: tuple[float, ...], groups: int) -> torch.Tensor:
@@ -147,8 +168,10 @@ def train_linear_stacks(x_train: torch.Tensor, spec: LinearRunSpec, *, progress:
         # each group's initial weights come from its own seed
         parts = [StackedLinearVAE(1, values * len(lrs), n, spec.latent_dim, mr=mr,
                                   beta_range=spec.beta_range, encoder_gate=spec.encoder_gate,
+                                  covariance_gate=spec.covariance_gate,
                                   decoder_gate=spec.decoder_gate, generator=g,
-                                  init_log_variance=spec.init_log_variance) for g in init_gens]
+                                  init_log_variance=spec.init_log_variance, gate_init=spec.gate_init)
+                 for g in init_gens]
         model = parts[0]
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -188,8 +211,7 @@ def train_linear_stacks(x_train: torch.Tensor, spec: LinearRunSpec, *, progress:
             for name, model in stacks.items():
                 G = model.models
                 if name == "mr":
-                    per = spec.batch_size if spec.beta_sampling == "example" else 1
-                    u01 = torch.rand(S, G, per, generator=gen).to(device)
+                    u01 = _beta_quantiles(spec.beta_sampling, S, G, spec.batch_size, gen).to(device)
                     beta = torch.exp(spec.beta_range.log_a + (spec.beta_range.log_b - spec.beta_range.log_a) * u01)
                     beta = beta.expand(S, G, spec.batch_size)
                 else:

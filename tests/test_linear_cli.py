@@ -1,6 +1,7 @@
 """mrvae-cli linear: clear errors, the symbolic report, the exact curve against an independent closed form,
 App. C.1's learning-rate selection, and a smoke run producing the figure."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def test_verify_proves_every_identity():
     result = CliRunner().invoke(cli, ["linear", "verify"])
     assert result.exit_code == 0, result.output
     assert "NOT PROVED" not in result.output
-    assert "16/16 identities proved" in result.output
+    assert "17/17 identities proved" in result.output
 
 
 @pytest.mark.parametrize("args,message", [
@@ -138,6 +139,10 @@ def test_smoke_compare_writes_results_and_figure(tmp_path, data_root):
     assert "REDUCED protocol" in result.output
     res = json.loads((out / "results.json").read_text())
     assert res["protocol"]["reduced"] is True and "REDUCED" in res["protocol"]["label"]
+    # the default's gates (smoke shares them) are recorded and labelled as a departure from the paper
+    assert res["conventions"]["gates"] == {**res["conventions"]["gates"], "encoder": "sigmoid",
+                                           "covariance": "exp_min", "decoder": "sqrt"}
+    assert "exp_min covariance gates (paper: sigmoid)" in res["protocol"]["label"]
     assert len(res["excess"]["mr_vae"]) == 20 and len(res["beta_vae"]["rate"]) == 10
     assert res["data"]["covariance_rank"] < 784
     for key in ("units", "distortion", "beta_range"):
@@ -160,3 +165,38 @@ def test_smoke_compare_writes_results_and_figure(tmp_path, data_root):
     for b, losses in zip(res["beta_vae"]["beta"], res["lr_selection"]["beta_vae_train_loss_at_own_beta"]):
         assert min(losses) >= opt[b] * (1 - 1e-9), b
     assert (out / "fig4.png").stat().st_size > 10_000 and (out / "fig4.pdf").exists()
+
+
+def test_default_preset_uses_exp_min_covariance_gates_and_the_paper_preset_the_papers():
+    from linvae.experiment import PRESETS
+
+    default, paper, smoke = PRESETS["default"], PRESETS["paper"], PRESETS["smoke"]
+    assert (default.covariance_gate, default.encoder_gate, default.epochs) == ("exp_min", "sigmoid", 30)
+    assert smoke.covariance_gate == default.covariance_gate and smoke.encoder_gate == default.encoder_gate
+    assert not default.is_paper_protocol() and "exp_min covariance gates" in default.protocol_label()
+    assert paper.is_paper_protocol() and (paper.covariance_gate, paper.encoder_gate) == ("sigmoid", "sigmoid")
+    assert "REDUCED" not in paper.protocol_label()
+    for change in ({"covariance_gate": "exp_min"}, {"encoder_gate": "sqrt"}):
+        changed = replace(paper, **change)
+        assert not changed.is_paper_protocol() and "(paper: sigmoid)" in changed.protocol_label()
+
+
+def test_compare_options_reach_the_config(monkeypatch, tmp_path):
+    """--covariance-gate / --encoder-gate / --beta-sampling override the preset (checked without training)."""
+    import linvae.experiment as experiment
+
+    seen = {}
+
+    def fake_run(cfg, out_dir, **kwargs):
+        seen["cfg"] = cfg
+        raise SystemExit(0)
+
+    monkeypatch.setattr(experiment, "run_linear_compare", fake_run)
+    result = CliRunner().invoke(cli, ["linear", "compare", "--covariance-gate", "sigmoid", "--encoder-gate", "sqrt",
+                                      "--beta-sampling", "stratified", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    cfg = seen["cfg"]
+    assert (cfg.covariance_gate, cfg.encoder_gate, cfg.beta_sampling) == ("sigmoid", "sqrt", "stratified")
+    assert cfg.epochs == 30 and "sqrt encoder gates (paper: sigmoid)" in result.output
+    result = CliRunner().invoke(cli, ["linear", "compare", "--out", str(tmp_path)])
+    assert seen["cfg"].covariance_gate == "exp_min" and "exp_min covariance gates" in result.output

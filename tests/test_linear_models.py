@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from linvae.closed_form import Spectrum, best_response, expected_rate_distortion, joint_optimum
-from linvae.conditioning import BetaRange, gate_bias_for_value
-from linvae.models import StackedLinearVAE
-from linvae.training import LinearRunSpec, StackedAdam, exact_rate_distortion, lr_factor, train_linear_stacks
+from linvae.conditioning import BetaRange, gate_bias_for_value, sqrt_gate
+from linvae.models import StackedLinearVAE, exp_min_gate
+from linvae.training import (LinearRunSpec, StackedAdam, _beta_quantiles, exact_rate_distortion, lr_factor,
+                             train_linear_stacks)
 
 
 def _spectrum(seed=0, n=7, n_samples=3000):
@@ -21,12 +22,12 @@ def _set(model, name, value):
     getattr(model, name).data.copy_(torch.as_tensor(value, dtype=model.E1.dtype).expand_as(getattr(model, name)))
 
 
-def _theory_model(sp, k, beta_range, encoder_gate):
+def _theory_model(sp, k, beta_range, encoder_gate, covariance_gate="sigmoid"):
     """Set the gated model's parameters to the constructions of Theorem 1 / paper-notes 2.5-2.6."""
     lam, u = sp.top(k)
     n = sp.dim
     m = StackedLinearVAE(1, 1, n, k, mr=True, beta_range=beta_range, encoder_gate=encoder_gate,
-                         decoder_gate="sqrt", dtype=torch.float64)
+                         covariance_gate=covariance_gate, decoder_gate="sqrt", dtype=torch.float64)
     const = gate_bias_for_value("sqrt", 0.9)  # a constant sqrt gate of value 0.9
     # gate pre-activation w*u + b == log(beta) - log(lam)  <=>  w = scale, b = mid - log(lam)
     w_track, b_track = beta_range.scale, beta_range.mid - np.log(lam)
@@ -37,16 +38,31 @@ def _theory_model(sp, k, beta_range, encoder_gate):
 
 @pytest.mark.parametrize("beta", [0.01, 0.2, 0.9, 3.0, 10.0])
 def test_sqrt_gated_model_represents_the_joint_optimum_exactly(beta):
-    """Decoder and encoder of the joint optimum, through the core's gates, for every beta."""
+    """Decoder and encoder of the joint optimum through the core's sqrt gates, and the variances
+    min(1, beta / lam) through exp_min gates, for every beta (dimensions collapse at beta = lam)."""
     sp, _ = _spectrum()
     k, br = 4, BetaRange(0.01, 10.0)
-    m, lam, u, const = _theory_model(sp, k, br, encoder_gate="sqrt")
+    m, lam, u, const = _theory_model(sp, k, br, encoder_gate="sqrt", covariance_gate="exp_min")
     _set(m, "E1", u.T); _set(m, "w_E1", br.scale); _set(m, "b_E1", br.mid - np.log(lam))
     _set(m, "E2", np.diag(1 / np.sqrt(lam)) / 0.9); _set(m, "w_E2", 0.0); _set(m, "b_E2", const)
+    # C1 = exp(min(log beta - log lam, 0)) * 1 ; C2 = exp(min(0, 0)) * 1
+    _set(m, "log_C1", 0.0); _set(m, "w_C1", br.scale); _set(m, "b_C1", br.mid - np.log(lam))
+    _set(m, "log_C2", 0.0); _set(m, "w_C2", 0.0); _set(m, "b_C2", 0.0)
     mats = m.matrices(beta)
     opt = joint_optimum(sp, beta, k)
     assert np.allclose(mats["decoder"][0, 0].numpy(), opt.decoder, atol=1e-12)
     assert np.allclose(mats["encoder"][0, 0].numpy(), opt.encoder, atol=1e-12)
+    assert np.allclose(mats["variances"][0, 0].numpy(), opt.variances, atol=1e-12)
+    assert np.allclose(opt.variances, np.minimum(1.0, beta / lam))
+
+
+def test_exp_min_gate_is_one_minus_the_squared_sqrt_gate():
+    x = torch.linspace(-8.0, 3.0, 221, dtype=torch.float64, requires_grad=True)
+    g = exp_min_gate(x)
+    assert torch.allclose(g, 1 - sqrt_gate(x) ** 2, atol=1e-12)
+    assert torch.all(g[x >= 0] == 1.0) and torch.all(g[x < 0] < 1.0)
+    g.sum().backward()
+    assert torch.allclose(x.grad[x < 0], torch.exp(x[x < 0]).detach()) and torch.all(x.grad[x > 0] == 0)
 
 
 @pytest.mark.parametrize("beta", [0.01, 0.2, 3.0, 10.0])
@@ -71,13 +87,16 @@ def test_sigmoid_gates_give_best_responses_to_a_fixed_decoder(beta):
     assert np.allclose(mats["variances"][0, 0].numpy(), c_star, atol=1e-12)
 
 
-def test_forward_rate_and_distortion_are_unbiased_for_the_exact_terms():
-    """The training objective (closed-form rate, one-sample distortion) matches exact evaluation."""
+@pytest.mark.parametrize("covariance_gate", ["sigmoid", "exp_min"])
+def test_forward_rate_and_distortion_are_unbiased_for_the_exact_terms(covariance_gate):
+    """The training objective (closed-form rate, one-sample distortion) matches exact evaluation:
+    the forward pass and the exact evaluation use the same gates."""
     sp, x = _spectrum(2)
     m = StackedLinearVAE(1, 2, sp.dim, 3, mr=True, generator=torch.Generator().manual_seed(0),
-                         dtype=torch.float64)
+                         covariance_gate=covariance_gate, dtype=torch.float64)
     with torch.no_grad():
         m.w_D1.normal_(); m.w_E1.normal_(); m.w_C1.normal_()
+        m.b_C1.add_(0.5)  # some exp_min gates sit on their flat part (pre-activation > 0) at this beta
     beta = 0.37
     xc = torch.tensor(x - sp.mean)[None]  # (1, N, n)
     b = torch.full((1, 2, xc.shape[1]), beta, dtype=torch.float64)
@@ -130,12 +149,31 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(100, 100, 10) == pytest.approx(0.0)
 
 
-def test_training_reaches_the_closed_form_on_synthetic_data():
+def test_stratified_beta_sampling_puts_one_beta_in_each_slice():
+    g = torch.Generator().manual_seed(0)
+    q = _beta_quantiles("stratified", 2, 3, 16, g)
+    assert q.shape == (2, 3, 16) and torch.all((q >= 0) & (q < 1))
+    slots = torch.floor(q * 16).long().sort(-1).values
+    assert torch.equal(slots, torch.arange(16).expand(2, 3, 16))  # exactly one per slice [i/16, (i+1)/16)
+    order = q.argsort(-1)
+    assert not torch.equal(order[0, 0], torch.arange(16)) and not torch.equal(order[0, 0], order[0, 1])
+    # every position is still uniform on [0, 1): the mean over many batches of one example's value
+    many = torch.cat([_beta_quantiles("stratified", 1, 1, 8, g)[0, 0, :1] for _ in range(4000)])
+    assert abs(float(many.mean()) - 0.5) < 0.02 and abs(float((many < 0.25).float().mean()) - 0.25) < 0.03
+    assert _beta_quantiles("batch", 2, 3, 16, g).shape == (2, 3, 1)
+    assert _beta_quantiles("example", 2, 3, 16, g).shape == (2, 3, 16)
+    with pytest.raises(ValueError, match="stratified"):
+        _beta_quantiles("per-step", 1, 1, 4, g)
+
+
+@pytest.mark.parametrize("covariance_gate", ["sigmoid", "exp_min"])  # the paper's; the default preset's
+def test_training_reaches_the_closed_form_on_synthetic_data(covariance_gate):
     """beta-VAEs and an MR-VAE trained by the vectorised loop approach the exact optimum."""
     sp, x = _spectrum(4, n=6, n_samples=4096)
     betas = (0.1, 1.0)
     spec = LinearRunSpec(baseline_betas=betas, learning_rates=(1e-2, 1e-3), seeds=(0, 1), latent_dim=3,
-                         epochs=80, batch_size=128, beta_range=BetaRange(0.05, 5.0), init_log_variance=-2.0)
+                         epochs=80, batch_size=128, beta_range=BetaRange(0.05, 5.0), init_log_variance=-2.0,
+                         covariance_gate=covariance_gate)
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     try:  # tiny matrices: one thread avoids spin-waiting when the cores are shared

@@ -575,6 +575,53 @@ def test_regenerate_draws_fig4_from_the_linear_results(tmp_path):
     _assert_pictures(res[0].paths, tmp_path / "figs" / "fig4")
 
 
+def _fig4_results(mr_excess, envelope):
+    beta = np.geomspace(0.01, 10, len(mr_excess)).tolist()
+    return {"closed_form": {"rate": true_rate(beta).tolist(), "distortion": true_distortion(beta).tolist()},
+            "mr_vae": {"rate": true_rate(beta).tolist(), "distortion": true_distortion(beta, 0.5).tolist()},
+            "beta_vae": {"beta": beta[::2], "rate": true_rate(beta[::2]).tolist(),
+                         "distortion": true_distortion(beta[::2], 1).tolist()},
+            "protocol": {"label": "REDUCED protocol: synthetic"},
+            "excess": {"beta": beta, "mr_vae": list(mr_excess), "beta_vae_envelope": list(envelope)}}
+
+
+@pytest.mark.parametrize("mr_excess,envelope", [
+    # the 30-epoch default run of issue 18: worst points at both ends of the range, where a legend sat
+    ([.0144, .0116, .0083, .0053, .0034, .0031, .0041, .0054, .0060, .0057, .0064, .0081, .0086, .0080,
+      .0066, .0056, .0071, .0045, .0029, .0113],
+     [.0002, .0020, .0002, .0028, .0005, .0038, .0012, .0047, .0032, .0053, .0107, .0034, .0104, .0016,
+      .0119, .0007, .0069, .0002, .0000, .0000]),
+    # a short run far from the optimum, and a slightly negative test excess
+    (np.linspace(0.19, 0.03, 20), np.r_[np.full(19, 0.001), -0.0004]),
+])
+def test_fig4_excess_panel_is_readable(mr_excess, envelope):
+    """Issue 18: the excess panel had a symlog axis with two tick labels and a legend over the worst point.
+    Now: >= 4 labelled ticks inside the view, every point inside the view, and a legend covering none."""
+    from paper_figures import fig4
+    import matplotlib.pyplot as plt
+
+    fig, (_, ax) = fig4.draw(_fig4_results(mr_excess, envelope))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    low, high = ax.get_ylim()
+    labelled = [t for t in ax.yaxis.get_major_ticks()
+                if low <= t.get_loc() <= high and t.label1.get_visible() and t.label1.get_text()]
+    assert len(labelled) >= 4, [t.label1.get_text() for t in labelled]
+    assert ax.get_yscale() == "linear"
+    legend_box = ax.get_legend().get_window_extent(renderer)
+    for line in ax.get_lines():
+        xy = np.column_stack(line.get_data()).astype(float)
+        if len(xy) < 3:  # the 1% target line
+            continue
+        assert np.all((xy[:, 1] >= low) & (xy[:, 1] <= high))  # nothing clipped
+        pixels = ax.transData.transform(xy)
+        pad = line.get_markersize() * fig.dpi / 72.0
+        inside = ((pixels[:, 0] > legend_box.x0 - pad) & (pixels[:, 0] < legend_box.x1 + pad)
+                  & (pixels[:, 1] > legend_box.y0 - pad) & (pixels[:, 1] < legend_box.y1 + pad))
+        assert not inside.any(), f"legend covers {line.get_label()} at {xy[inside]}"
+    plt.close(fig)
+
+
 def test_cli_figures_and_experiment_list(tmp_path):
     from click.testing import CliRunner
 

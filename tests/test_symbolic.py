@@ -28,6 +28,7 @@ EXPECTED_NAMES = {
     "decoder_sqrt_gate",
     "sigmoid_gate_best_response",
     "encoder_sqrt_gate_joint",
+    "covariance_exp_min_gate_joint",
     "sigmoid_cannot_vanish",
     "sigmoid_cannot_match_kink",
     "hyper_input_standardised",
@@ -301,6 +302,13 @@ def test_symbolic_gates_match_project_gates():
     betas = np.array([0.01, 0.5, 1.69, 1.7, 2.5, 10.0])
     gated = math.sqrt(lam_) * sqrt_gate(torch.log(torch.tensor(betas / lam_))).numpy()
     np.testing.assert_allclose(gated, np.sqrt(np.maximum(lam_ - betas, 0.0)), atol=1e-12)
+    # the linear MR-VAE's exp-min covariance gate: the sympy expression, and the joint optimum's variances
+    from linvae.models import exp_min_gate
+
+    em = sp.lambdify(x, sym.sym_exp_min_gate(x), "numpy")
+    np.testing.assert_allclose(np.array([em(v) for v in grid], dtype=float), exp_min_gate(t).numpy(), rtol=1e-12)
+    variances = exp_min_gate(torch.log(torch.tensor(betas / lam_))).numpy()
+    np.testing.assert_allclose(variances, np.minimum(1.0, betas / lam_), rtol=1e-12)
 
 
 def test_hyper_input_matches_beta_range():

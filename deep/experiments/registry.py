@@ -564,7 +564,7 @@ def _fig5_nvae() -> dict[str, Preset]:
 def _fig4_presets() -> dict[str, Preset]:
     labels = {"smoke": "REDUCED (smoke preset): 1 epoch of the linear VAEs on 6,000 images (pipeline check)",
               "cpu": "REDUCED (cpu preset = `mrvae-cli linear compare`, its default preset): 30 epochs, lr 1e-2, "
-                     "1 seed (paper: 200 epochs, LR grid, 3 seeds)",
+                     "1 seed, exp_min covariance gates (paper: 200 epochs, LR grid, 3 seeds, sigmoid gates)",
               "paper": "paper protocol (`mrvae-cli linear compare --preset paper`, App. C.1)"}
     estimate = "~2 min on 2 quiet CPU cores (90 s measured)"
     return {p: Preset(p, (), labels[p], estimate if p == "cpu" else "", 120 if p == "cpu" else None, None, (0,),
