@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .claim import write_for_group
 from .style import (MissingResultsError, figure_main, group_curve, is_unavailable,
                     load_manifest, manifest_caption, new_grid, note, plot_curve, rate_axis_label, save,
                     schedule_color)
@@ -79,7 +80,17 @@ def plot(results_root: str | Path, out_prefix: str | Path) -> list[Path]:
         ax.set_visible(False)
     caption = manifest_caption(manifests, all_curves,
                                "test set; MR-VAE: one model queried at each beta; beta-VAEs: one model per beta")
-    return save(fig, out_prefix, caption=caption)
+    paths = save(fig, out_prefix, caption=caption)
+    out_prefix = Path(out_prefix)
+    for m in manifests:   # the claim's numbers next to the figure, one file per panel with both groups
+        for g in m.get("groups", []):
+            if g.get("kind") == "mr" and g["key"].endswith("_mr"):
+                prefix = g["key"][:-3]
+                dataset, _, arch = prefix.partition("_")
+                paths += write_for_group(m, dataset, arch, out_prefix.with_name(f"{out_prefix.name}_{prefix}"),
+                                         title=f"Fig. 5: {g.get('panel') or prefix}, one MR-VAE vs the β-VAEs",
+                                         protocol=manifest_caption([m]))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:

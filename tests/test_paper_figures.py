@@ -854,3 +854,43 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("deep", "linvae", "cl
     assert out[0] == str(sorted(set(JOBS) - {"fig4"}))              # everything drawn (fig4 has no input here)
     assert out[1] == "False"
     assert out[2] == str(["deep", "deep.experiments", "deep.experiments.manifest", "deep.protocol"])
+
+
+# ------------------------------------------------------------------------------------------
+# the claim's numbers: delta(beta) and coverage
+# ------------------------------------------------------------------------------------------
+def test_claim_numbers_on_a_hand_computed_case():
+    from paper_figures.claim import claim_numbers
+
+    base_beta, base_rate, base_dist = [0.1, 0.01, 1.0], [20.0, 50.0, 5.0], [60.0, 40.0, 90.0]  # unsorted on purpose
+    # the MR-VAE evaluated at exactly those betas (in another order) and one more
+    mr_beta, mr_rate, mr_dist = [1.0, 0.01, 0.1, 10.0], [6.0, 40.0, 19.0, 1.0], [88.0, 42.0, 61.5, 120.0]
+    c = claim_numbers(mr_beta, mr_rate, mr_dist, base_beta, base_rate, base_dist)
+    # beta 0.01: (42 + 0.4) - (40 + 0.5) = 1.9; beta 0.1: (61.5 + 1.9) - (60 + 2) = 1.4; beta 1: 94 - 95 = -1
+    assert c["betas"] == [0.01, 0.1, 1.0]
+    np.testing.assert_allclose(c["delta"], [1.9, 1.4, -1.0], rtol=1e-12)
+    assert c["wins"] == 1 and c["coverage"] == pytest.approx(40.0 / 50.0) and c["coverage_beta"] == 0.01
+    assert c["goal"]["delta_leq_0_at_least"] == 3 and not c["goal"]["met"]
+    assert c["mr_values"] == "evaluated at every baseline beta"
+    # off-grid: linear interpolation in log beta, and said so
+    c2 = claim_numbers([0.01, 1.0], [40.0, 6.0], [42.0, 88.0], [0.1], [20.0], [60.0])
+    assert c2["rows"][0]["mr_rate"] == pytest.approx(23.0) and c2["mr_values"] == "interpolated in log beta"
+    with pytest.raises(MalformedResultsError, match="outside"):
+        claim_numbers([0.1, 1.0], [1.0, 1.0], [1.0, 1.0], [0.01], [1.0], [1.0])
+
+
+def test_fig1_writes_the_claim_next_to_the_figure(results, tmp_path):
+    out = tmp_path / "f" / "fig1"
+    paths = fig1.plot(results, out)
+    claim_json = tmp_path / "f" / "fig1_claim.json"
+    assert claim_json in paths and (tmp_path / "f" / "fig1_claim.md") in paths
+    claim = json.loads(claim_json.read_text())
+    m = load_manifest(results, "fig1")
+    mr = group_curve(m, "omniglot_resnet_mr")
+    base = group_curve(m, "omniglot_resnet_beta_constant")
+    j = int(np.argmin(base.beta))
+    assert claim["betas"] == sorted(base.beta.tolist()) and claim["n"] == len(base.beta)
+    # coverage from the two curves' rates at the smallest baseline beta (the MR grid holds that beta)
+    k = int(np.argmin(np.abs(np.log(mr.beta) - math.log(base.beta[j]))))
+    assert claim["coverage"] == pytest.approx(mr["rate"][k] / base["rate"][j], rel=1e-9)
+    assert "Δ(β)" in (tmp_path / "f" / "fig1_claim.md").read_text()

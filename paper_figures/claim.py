@@ -1,0 +1,147 @@
+"""The paper's central claim as numbers: one MR-VAE against the beta-VAEs trained at each beta.
+
+For every baseline beta (test set, nats per example):
+
+* ``delta(beta) = (D + beta R) of the MR-VAE at beta  -  (D + beta R) of the beta-VAE trained at beta``:
+  negative where the single MR-VAE beats the dedicated beta-VAE at the beta-VAE's own objective;
+* ``coverage = R_MR(a) / R_beta-VAE(a)`` at the smallest baseline beta a: how far up the rate axis the MR
+  curve reaches compared with the dedicated model (1 = as far).
+
+The goal set for this project (issue 19): ``delta <= 0`` at >= 7 of the 10 betas and ``coverage >= 0.9``.
+The MR-VAE's values at a baseline beta come from its evaluation at exactly that beta (the experiment presets
+evaluate MR-VAEs at the 10 baseline betas, ``rd_baselines.json``); otherwise from linear interpolation in
+log beta of its curve, and the output says so.
+
+Reads only result files. ``python -m paper_figures.claim --mr MR_RD.json --baselines SWEEP_DIR_OR_RD.json...
+[--out PREFIX]`` for loose files (a sweep folder's ``index.json`` lists its runs); :func:`write_for_group`
+is what the Fig. 1 / Fig. 5 scripts call to write ``<figure>_claim.md`` / ``.json`` next to the figure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .style import MalformedResultsError, group_curve, load_rd
+
+__all__ = ["claim_numbers", "write_claim", "write_for_group", "GOAL_DELTA_COUNT", "GOAL_COVERAGE", "main"]
+
+#: issue 19's goal: delta <= 0 at this many of the baseline betas ...
+GOAL_DELTA_COUNT = 7
+#: ... and at least this coverage of the rate at the smallest beta
+GOAL_COVERAGE = 0.9
+BASELINES_RESULTS = "rd_baselines.json"
+
+
+def _at(beta: np.ndarray, values: np.ndarray, b: float) -> tuple[float, bool]:
+    """``values`` at ``b``: the evaluated value when ``b`` is on the grid, else interpolated in log beta."""
+    j = np.flatnonzero(np.isclose(beta, b, rtol=1e-6, atol=0.0))
+    if j.size:
+        return float(values[j[0]]), False
+    if not beta.min() * (1 - 1e-9) <= b <= beta.max() * (1 + 1e-9):
+        raise MalformedResultsError(f"beta {b:g} lies outside the MR-VAE's evaluated betas "
+                                    f"[{beta.min():g}, {beta.max():g}]")
+    order = np.argsort(beta)
+    return float(np.interp(math.log(b), np.log(beta[order]), values[order])), True
+
+
+def claim_numbers(mr_beta: Sequence[float], mr_rate: Sequence[float], mr_distortion: Sequence[float],
+                  base_beta: Sequence[float], base_rate: Sequence[float], base_distortion: Sequence[float]) -> dict:
+    """delta(beta) at every baseline beta, the coverage at the smallest one and whether the goal is met."""
+    mb, mr, md = (np.asarray(v, dtype=float) for v in (mr_beta, mr_rate, mr_distortion))
+    order = np.argsort(np.asarray(base_beta, dtype=float))
+    bb, br, bd = (np.asarray(v, dtype=float)[order] for v in (base_beta, base_rate, base_distortion))
+    rows, interpolated = [], False
+    for b, r_b, d_b in zip(bb, br, bd):
+        r_m, i1 = _at(mb, mr, b)
+        d_m, i2 = _at(mb, md, b)
+        interpolated |= i1 or i2
+        loss_m, loss_b = d_m + b * r_m, d_b + b * r_b
+        rows.append({"beta": float(b), "mr_rate": r_m, "mr_distortion": d_m, "mr_loss": loss_m,
+                     "beta_vae_rate": float(r_b), "beta_vae_distortion": float(d_b), "beta_vae_loss": loss_b,
+                     "delta": loss_m - loss_b})
+    wins = int(sum(r["delta"] <= 0 for r in rows))
+    coverage = float(rows[0]["mr_rate"] / rows[0]["beta_vae_rate"]) if rows and rows[0]["beta_vae_rate"] > 0 else math.nan
+    need = min(GOAL_DELTA_COUNT, len(rows))
+    return {"rows": rows, "delta": [r["delta"] for r in rows], "betas": [r["beta"] for r in rows],
+            "wins": wins, "n": len(rows), "coverage": coverage, "coverage_beta": rows[0]["beta"] if rows else None,
+            "goal": {"delta_leq_0_at_least": need, "coverage_at_least": GOAL_COVERAGE,
+                     "met": bool(wins >= need and coverage >= GOAL_COVERAGE)},
+            "mr_values": "interpolated in log beta" if interpolated else "evaluated at every baseline beta",
+            "definition": "delta(beta) = (D + beta R)_MR(beta) - (D + beta R)_beta-VAE(beta), test set, nats per "
+                          "example; coverage = R_MR(a) / R_beta-VAE(a) at the smallest baseline beta a"}
+
+
+def write_claim(claim: dict, out_prefix: str | Path, title: str = "", protocol: str = "") -> list[Path]:
+    """``<out_prefix>_claim.json`` and ``_claim.md`` (a table per beta and the summary line)."""
+    out_prefix = Path(out_prefix)
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    data = {**claim, "title": title, "protocol": protocol}
+    js = out_prefix.with_name(out_prefix.name + "_claim.json")
+    js.write_text(json.dumps(data, indent=2) + "\n")
+    lines = [f"### {title or 'MR-VAE vs beta-VAEs'}", ""]
+    if protocol:
+        lines += [protocol, ""]
+    lines += ["| β | MR-VAE R | MR-VAE D | β-VAE R | β-VAE D | Δ(β) = (D+βR)_MR − (D+βR)_β-VAE |",
+              "|---|---|---|---|---|---|"]
+    for r in claim["rows"]:
+        lines.append(f"| {r['beta']:.4g} | {r['mr_rate']:.2f} | {r['mr_distortion']:.2f} | {r['beta_vae_rate']:.2f} | "
+                     f"{r['beta_vae_distortion']:.2f} | {r['delta']:+.2f} |")
+    g = claim["goal"]
+    lines += ["", f"Δ(β) ≤ 0 at **{claim['wins']} of {claim['n']}** β (goal ≥ {g['delta_leq_0_at_least']}); "
+                  f"coverage R_MR/R_β-VAE at β = {claim['coverage_beta']:.4g}: **{claim['coverage']:.3f}** "
+                  f"(goal ≥ {g['coverage_at_least']}); goal {'met' if g['met'] else 'NOT met'}. "
+                  f"MR-VAE values {claim['mr_values']}.", ""]
+    md = out_prefix.with_name(out_prefix.name + "_claim.md")
+    md.write_text("\n".join(lines))
+    return [js, md]
+
+
+def write_for_group(manifest: dict, dataset: str, arch: str, out_prefix: str | Path, title: str = "",
+                    protocol: str = "") -> list[Path]:
+    """The claim of one panel of a figure's manifest (``<dataset>_<arch>_mr`` against the constant-beta
+    sweep ``<dataset>_<arch>_beta_constant``); nothing when either group has no complete result."""
+    prefix = f"{dataset}_{arch}"
+    mr = group_curve(manifest, f"{prefix}_mr", results=BASELINES_RESULTS) or group_curve(manifest, f"{prefix}_mr")
+    base = group_curve(manifest, f"{prefix}_beta_constant")
+    if mr is None or base is None:
+        return []
+    claim = claim_numbers(mr.beta, mr["rate"], mr["distortion"], base.beta, base["rate"], base["distortion"])
+    return write_claim(claim, out_prefix, title=title, protocol=protocol)
+
+
+def _baseline_points(paths: Sequence[str]) -> tuple[list[float], list[float], list[float]]:
+    """(beta, rate, distortion) of beta-VAE result files, or of every run a sweep folder's index.json lists."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            index = json.loads((p / "index.json").read_text())
+            files += [p / r["results"] for r in index["runs"] if r.get("results")]
+        else:
+            files.append(p)
+    pts = sorted((rd["beta"][0], rd["rate"][0], rd["distortion"][0]) for rd in map(load_rd, files))
+    return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description="delta(beta) and coverage of an MR-VAE against beta-VAEs")
+    ap.add_argument("--mr", required=True, help="the MR-VAE's rd JSON (evaluated at the baseline betas)")
+    ap.add_argument("--baselines", nargs="+", required=True, help="beta-VAE rd JSON files or sweep folders")
+    ap.add_argument("--out", default=None, help="write <OUT>_claim.json and <OUT>_claim.md")
+    ap.add_argument("--title", default="")
+    args = ap.parse_args(argv)
+    mr = load_rd(args.mr)
+    claim = claim_numbers(mr["beta"], mr["rate"], mr["distortion"], *_baseline_points(args.baselines))
+    if args.out:
+        write_claim(claim, args.out, title=args.title)
+    print(f"delta <= 0 at {claim['wins']}/{claim['n']} betas; coverage {claim['coverage']:.3f}; "
+          f"deltas {[round(d, 2) for d in claim['delta']]}")
+    return claim
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
