@@ -218,7 +218,7 @@ def _recommended_note() -> str:
     listed = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in dataset_spec(name).recommended.items())
                        for name in dataset_names() if dataset_spec(name).recommended)
     return ("Options left at their defaults take the dataset's or family's recommended values"
-            + (f" ({listed}; conv/resnet MR-VAEs: --model-option monotone_decoder=true)" if listed else "")
+            + (f" ({listed})" if listed else "")
             + "; an option you give always wins.")
 
 

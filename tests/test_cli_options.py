@@ -83,6 +83,9 @@ EVERY_FIELD = {
     "plateau_patience": (["--plateau-patience", "5"], 5),
     "plateau_factor": (["--plateau-factor", "0.3"], 0.3),
     "optimizer": (["--optimizer", "adamax"], "adamax"),
+    "recipe": (["--recipe", "paper"], "paper"),
+    "beta_density_power": (["--beta-density-power", "2"], 2.0),
+    "loss_normalization": (["--loss-normalization", "per_beta"], "per_beta"),
     "weight_decay": (["--weight-decay", "0.01"], 0.01),
     "grad_clip": (["--grad-clip", "2.5"], 2.5),
     "latent_dim": (["--latent-dim", "12"], 12),
@@ -126,12 +129,15 @@ def test_every_config_field_is_settable_from_deep_train(trained):
 
 
 def test_cli_defaults_are_the_config_defaults(trained):
-    """Nothing given but the dataset/architecture: the config equals TrainConfig's defaults (plus the
-    family's recommended model option), so the CLI restates no default of its own."""
+    """Nothing given but the dataset/architecture: the config equals TrainConfig's defaults (the recipe's
+    values included), so the CLI restates no default of its own."""
     r = invoke("train", "--dataset", "mnist", "--arch", "conv", "--no-eval", "--quiet")
     assert r.exit_code == 0, r.output
-    expected = TrainConfig(dataset="mnist", arch="conv", model_options={"monotone_decoder": True})
+    expected = TrainConfig(dataset="mnist", arch="conv")
     assert trained[0].to_dict() == expected.to_dict()
+    r = invoke("train", "--dataset", "mnist", "--arch", "conv", "--recipe", "paper", "--no-eval", "--quiet")
+    assert trained[1].to_dict() == TrainConfig(dataset="mnist", arch="conv", recipe="paper").to_dict()
+    assert trained[1].hyper_lr_mult == 1.0 and trained[0].hyper_lr_mult == 30.0
 
 
 def test_sweep_options_are_the_beta_vae_fields(trained, monkeypatch):

@@ -149,25 +149,24 @@ def test_preset_option_reaches_the_nvae_builder(tmp_path, monkeypatch):
     assert seen == {"preset": "small", "groups": 2}
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ((), {"monotone_decoder": True}),                                           # the CLI's recommendation
-    (("--model-option", "monotone_decoder=false"), {"monotone_decoder": False}),  # the user's word wins
-    (("--model-option", "shared_hyper=8"), {"shared_hyper": 8}),                 # App. D MLP: not affine
+@pytest.mark.parametrize("fields, monotone", [
+    ({}, True),                                                       # the default recipe (mrvae)
+    ({"recipe": "paper"}, False),                                     # the paper's free gates
+    ({"model_options": {"monotone_decoder": False}}, False),          # the user's word wins
+    ({"recipe": "paper", "model_options": {"monotone_decoder": True}}, True),
+    ({"model_options": {"shared_hyper": 8}}, False),                  # App. D MLP: not affine, no monotone gates
+    ({"mr": False}, False),                                           # a beta-VAE has no gates
 ])
-def test_conv_resnet_mr_vaes_get_monotone_decoder_gates_by_default(tmp_path, monkeypatch, extra, expected):
+def test_conv_resnet_decoder_gates_follow_the_recipe_unless_told(fields, monotone):
+    """The recipe decides the decoder gates of Conv/ResNet MR-VAEs for the library, the CLI and the experiments
+    alike (one place: deep.models.convnets.build_from_config)."""
     from deep.models import convnets as nets
+    from deep.train import TrainConfig
 
-    seen = {}
-
-    def spy(config, data):
-        seen.update(config.model_options)
-        raise ValueError("stopped by the test")
-
-    monkeypatch.setattr(nets, "build_from_config", spy)
-    with temporary_dataset("mnist", lambda name, split, **kw: []):
-        r = invoke("train", "--dataset", "mnist", "--arch", "conv", *extra, "--out", str(tmp_path), "--quiet")
-    assert "stopped by the test" in r.output
-    assert seen == expected
+    model = nets.build_from_config(TrainConfig(dataset="mnist", arch="conv", **fields))
+    directions = {g.direction for g in model.decoder.modules() if g.__class__.__name__ == "Gate"}
+    assert (directions == {"decreasing"}) is monotone
+    assert not any(g.direction for g in model.encoder.modules() if g.__class__.__name__ == "Gate")
 
 
 def test_monotone_decoder_with_a_film_decoder_gate_says_how_to_switch_it_off(tmp_path, monkeypatch):

@@ -283,22 +283,23 @@ def test_registry_shares_runs_and_marks_what_cannot_be_built():
 
 
 def test_run_folder_names_are_pinned():
-    """Run folders written before the registry/runner split (deep/experiments/paper.py at e3205af) must still be
-    found: names pinned for presets that are not being redefined, a sweep member named by BASELINE_BETAS, and
-    a config with nested options."""
+    """Run folder names are a stable function of the training config: pinned for presets that are not being
+    redefined, a sweep member named by BASELINE_BETAS, and a config with nested options. beta-VAE names are
+    those of e3205af; MR-VAE names hold the training recipe since recipes exist (the default recipe now sets
+    the gate learning rate and monotone decoder gates, so an MR run from before must not be reused)."""
     def folders(name, preset):  # {group key (/beta for a sweep member): folder} of the seed-0 runs
         return {(g.key if g.kind == "mr" else f"{g.key}/{f['beta']:.4g}"):
                 f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}"
                 for g, f in R.EXPERIMENTS[name].preset(preset).runs() if f["seed"] == 0}
 
     f8 = folders("fig8_sensitivity", "cpu")
-    assert f8["range_a0.001_b10"] == "omniglot_resnet/mr_lr0.001_s0_260171e95d"
-    assert f8["range_a0.01_b10"] == "omniglot_resnet/mr_lr0.001_s0_60f07254b1"
+    assert f8["range_a0.001_b10"] == "omniglot_resnet/mr_lr0.001_s0_3fc813079e"
+    assert f8["range_a0.01_b10"] == "omniglot_resnet/mr_lr0.001_s0_986f2eb2a4"
     f9 = folders("fig9", "cpu")
-    assert f9["hyper_mlp2"] == "omniglot_resnet/mr_lr0.001_s0_506f9eb2c5"
-    assert f9["hyper_shared_mlp2"] == "omniglot_resnet/mr_lr0.001_s0_24e04f5130"
+    assert f9["hyper_mlp2"] == "omniglot_resnet/mr_lr0.001_s0_354290a99e"
+    assert f9["hyper_shared_mlp2"] == "omniglot_resnet/mr_lr0.001_s0_8c7f8dbb4f"
     tc = folders("fig8_tcvae", "smoke")
-    assert tc["dsprites_mlp_mr"] == "dsprites_mlp/mr_lr0.001_s0_af808d9ec2"
+    assert tc["dsprites_mlp_mr"] == "dsprites_mlp/mr_lr0.001_s0_1ca6cd64ec"
     assert tc["dsprites_mlp_beta_constant/0.1"] == "dsprites_mlp/beta0.1_constant_lr0.001_s0_644b14de55"
     member = {"arch": "conv", "batch_size": 128, "beta": M.BASELINE_BETAS[1], "dataset": "omniglot", "epochs": 200,
               "hyper_lr_mult": 1.0, "kl_schedule_unit": "epoch", "lr": 0.01, "min_lr": 1e-06, "mr": False, "seed": 0}

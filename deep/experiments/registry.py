@@ -192,7 +192,7 @@ _SMOKE_TRAIN = {"epochs": 1, "batch_size": 16, "max_train_examples": 32, "lr": 1
 _SMOKE_EVAL = Evaluation(n_betas=3, max_examples=16, batch_size=16, n_images=4)
 _CPU_TRAIN = {"epochs": 3, "batch_size": 128, "max_train_examples": 8000, "lr": 1e-3}
 _CPU_EVAL = Evaluation(n_betas=20, max_examples=2000, batch_size=100, n_images=8)
-_PAPER_TRAIN = {"epochs": 200, "batch_size": 128, "hyper_lr_mult": 1.0, "kl_schedule_unit": "epoch",
+_PAPER_TRAIN = {"epochs": 200, "batch_size": 128, "recipe": "paper", "kl_schedule_unit": "epoch",
                 "min_lr": 1e-6}
 _PAPER_EVAL = Evaluation(n_betas=20, max_examples=None, batch_size=100, n_images=8)
 
@@ -438,7 +438,7 @@ def _fig8_tcvae() -> dict[str, Preset]:
                             batch_size=256, images=False, mi_examples=5000)
             data = {"source": "subgrid"}
         else:  # App. C.2.1: Adam, 50 epochs, batch 2048, 3 seeds, 10 betas in [0.1, 10], all dSprites images
-            base = {"epochs": 50, "batch_size": 2048, "hyper_lr_mult": 1.0}
+            base = {"epochs": 50, "batch_size": 2048, "recipe": "paper"}
             betas, seeds = tuple(float(b) for b in np.logspace(-1, 1, 10)), PAPER_SEEDS
             ev = Evaluation(n_betas=10, betas=tuple(float(b) for b in np.logspace(-1, 1, 10)), max_examples=None,
                             batch_size=2048, images=False, mi_examples=5000)
@@ -480,7 +480,7 @@ def _fig5_yahoo() -> dict[str, Preset]:
             data = {"train_split": "valid"}
         else:  # §5.2: Adam, 200 epochs, batch 32, LR halved after 2 stalled validation epochs, clip 5
             base = {"epochs": 200, "batch_size": 32, "grad_clip": 5.0, "lr_schedule": "plateau",
-                    "plateau_patience": 2, "plateau_factor": 0.5, "val_split": "valid", "hyper_lr_mult": 1.0,
+                    "plateau_patience": 2, "plateau_factor": 0.5, "val_split": "valid", "recipe": "paper",
                     "kl_schedule_unit": "epoch"}
             ev = Evaluation(n_betas=20, max_examples=None, batch_size=50, images=False)
             schedules, betas = ("constant", "linear"), BASELINE_BETAS
@@ -524,7 +524,7 @@ def _fig5_nvae() -> dict[str, Preset]:
             ev = Evaluation(n_betas=10, max_examples=1000, batch_size=100)
             datasets, betas, schedules = ("mnist", "omniglot"), nvae_betas, ("constant",)
         else:  # §5.2: Adamax, 400 epochs, batch 256 (binary) / 16 (CelebA64), 4 baseline betas
-            base = {"epochs": 400, "batch_size": 256, "optimizer": "adamax", "hyper_lr_mult": 1.0,
+            base = {"epochs": 400, "batch_size": 256, "optimizer": "adamax", "recipe": "paper",
                     "weight_decay": 3e-4, "min_lr": 1e-4, "kl_schedule_unit": "epoch",
                     "model_options": {"preset": "paper"}}
             ev = _PAPER_EVAL

@@ -63,7 +63,9 @@ def _canon(value: Any) -> Any:
 def config_hash(config_dict: dict) -> str:
     """10 hex digits identifying a training configuration: a hash of the fields that differ from the
     TrainConfig defaults, runtime fields (device, threads, paths, evaluation sizes) excluded, so the hash
-    stays the same when new fields with defaults are added to TrainConfig."""
+    stays the same when new fields with defaults are added to TrainConfig. An MR-VAE's hash always holds its
+    ``recipe`` (default included): what a recipe sets is part of the training, and runs from before recipes
+    existed (free gates by default) must not be taken for runs of the current default."""
     T = _train_module()
     defaults = _defaults()
     runtime = set(getattr(T, "RUNTIME_FIELDS", ())) | {"device", "num_threads", "out_dir", "data_dir", "run_name",
@@ -75,6 +77,8 @@ def config_hash(config_dict: dict) -> str:
         if k in defaults and _canon(defaults[k]) == _canon(v):
             continue
         relevant[k] = _canon(v)
+    if config_dict.get("mr", True):
+        relevant["recipe"] = _canon(config_dict.get("recipe", defaults.get("recipe", "mrvae")))
     text = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 

@@ -38,7 +38,6 @@ from .objectives import Distortion, get_distortion, vae_loss
 from .registry import UnknownArchError  # one error class for every family
 
 __all__ = [
-    "recommended_settings",
     "ARCHS",
     "NET_DATASETS",
     "NetDataset",
@@ -488,20 +487,19 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
 
 
 def build_from_config(config: Any, data: Any = None) -> VAE:
-    """The Conv/ResNet VAE a :class:`deep.train.TrainConfig` describes (``data`` is not needed)."""
+    """The Conv/ResNet VAE a :class:`deep.train.TrainConfig` describes (``data`` is not needed).
+
+    Decoder gates are monotone (non-increasing in beta) when ``model_options`` says so, else as the config's
+    recipe says (``mrvae``: monotone; ``paper``: free) wherever the gates allow it (the affine hyper map of a
+    sqrt or sigmoid gate; not with ``hyper_hidden``, ``shared_hyper`` or FiLM decoder gates)."""
+    options = dict(getattr(config, "model_options", None) or {})
+    recipe_value = getattr(config, "recipe_value", None)
+    affine = not tuple(config.hyper_hidden) and not options.get("shared_hyper") and config.dec_gate != "film"
+    if config.mr and "monotone_decoder" not in options and callable(recipe_value) and affine:
+        options["monotone_decoder"] = bool(recipe_value("monotone_decoder"))
     return build_model(config.dataset, config.arch, mr=config.mr, latent_dim=config.latent_dim,
                        beta_range=config.beta_range, enc_gate=config.enc_gate, dec_gate=config.dec_gate,
-                       hyper_hidden=tuple(config.hyper_hidden), distortion=config.distortion,
-                       **dict(getattr(config, "model_options", None) or {}))
-
-
-def recommended_settings(dataset: str, model_options: dict | None = None) -> dict:
-    """Hook of :func:`deep.models.registry.recommended_settings` (what ``mrvae-cli deep train`` uses when not told
-    otherwise): decoder gates kept non-increasing in beta (``monotone_decoder``), unless the options ask for
-    the shared hyper-MLP. The Python default of :func:`build_model` stays the paper's free gate."""
-    if (model_options or {}).get("shared_hyper"):
-        return {}
-    return {"model_options": {"monotone_decoder": True}}
+                       hyper_hidden=tuple(config.hyper_hidden), distortion=config.distortion, **options)
 
 
 def rebuild(model_config: dict) -> VAE:

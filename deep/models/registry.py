@@ -126,11 +126,9 @@ def rebuild_model(arch: str, model_config: dict) -> Any:
 # -- the families of the paper ------------------------------------------------------------------------
 _IMAGES = ("mnist", "omniglot", "cifar10", "svhn", "celeba64")
 register_family("conv", build="deep.models.convnets:build_from_config", rebuild="deep.models.convnets:rebuild",
-                datasets=_IMAGES, description="pythae-benchmark convolutional encoder/decoder",
-                recommended="deep.models.convnets:recommended_settings")
+                datasets=_IMAGES, description="pythae-benchmark convolutional encoder/decoder")
 register_family("resnet", build="deep.models.convnets:build_from_config", rebuild="deep.models.convnets:rebuild",
-                datasets=_IMAGES, description="pythae-benchmark ResNet encoder/decoder",
-                recommended="deep.models.convnets:recommended_settings")
+                datasets=_IMAGES, description="pythae-benchmark ResNet encoder/decoder")
 register_family("nvae", build="deep.models.nvae.model:build", rebuild="deep.models.nvae.model:rebuild",
                 datasets=("mnist", "omniglot", "celeba64"), description="hierarchical NVAE (Vahdat & Kautz 2020)",
                 recommended="deep.models.nvae.model:recommended_settings")

@@ -19,8 +19,9 @@ if TYPE_CHECKING:  # torch-free at import: the CLI builds its options and help f
     from linvae.conditioning import BetaRange
 
 __all__ = ["ConfigError", "TrainConfig", "KL_SCHEDULES", "KL_SCHEDULE_UNITS", "LR_SCHEDULES", "OBJECTIVES",
-           "OPTIMIZERS", "PRECISIONS", "BASELINE_BETAS", "RUNTIME_FIELDS", "VAL_BETAS", "resolve_device",
-           "run_dir_for", "load_config", "config_diff", "field_help", "field_choices", "precision_problem"]
+           "OPTIMIZERS", "PRECISIONS", "RECIPES", "RECIPE_FIELDS", "LOSS_NORMALIZATIONS", "BASELINE_BETAS",
+           "RUNTIME_FIELDS", "VAL_BETAS", "resolve_device", "run_dir_for", "load_config", "config_diff", "field_help",
+           "field_choices", "precision_problem"]
 
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 
@@ -37,6 +38,18 @@ OBJECTIVES = ("elbo", "tcvae")
 OPTIMIZERS = ("adam", "adamax")
 #: How an MR-VAE's per-example losses are weighted across beta (see TrainConfig.loss_normalization).
 LOSS_NORMALIZATIONS = ("none", "per_beta")
+#: Training recipes of MR-VAEs: the values a config takes for the fields it leaves unset (None).
+#: ``paper`` is the paper's exact recipe (one learning rate for everything, free gates, log-uniform beta, the
+#: plain mean loss); ``mrvae`` is this project's default, chosen by the measurements in docs/recipe.md.
+#: ``monotone_decoder`` is read by the families that have monotone decoder gates (Conv/ResNet).
+RECIPES: dict[str, dict[str, Any]] = {
+    "mrvae": {"hyper_lr_mult": 30.0, "beta_density_power": 1.0, "loss_normalization": "none",
+              "monotone_decoder": True},
+    "paper": {"hyper_lr_mult": 1.0, "beta_density_power": 1.0, "loss_normalization": "none",
+              "monotone_decoder": False},
+}
+#: The TrainConfig fields a recipe sets when they are left at None.
+RECIPE_FIELDS = ("hyper_lr_mult", "beta_density_power", "loss_normalization")
 
 
 #: Numeric precisions of training (:mod:`deep.train.distributed` implements them).
@@ -116,6 +129,9 @@ class TrainConfig:
     arch: str = _doc("resnet", "Model family: conv, resnet (images), nvae (mnist/omniglot/celeba64), mlp "
                      "(dsprites), lstm (yahoo).", choices=_arch_names)
     mr: bool = _doc(True, "An MR-VAE (one model for the whole beta range) or, when false, a beta-VAE at beta.")
+    recipe: str = _doc("mrvae", "Training recipe of an MR-VAE, for the options left unset: mrvae (this project's "
+                       "default: gate learning rate x30, decoder gates non-increasing in beta; docs/recipe.md) or "
+                       "paper (the paper's exact recipe: one learning rate, free gates).", choices=tuple(RECIPES))
     beta: float = _doc(1.0, "beta of a beta-VAE (weight on the rate).")
     beta_a: float = _doc(0.01, "Lower end of the MR-VAE's training range of beta (log-uniform).")
     beta_b: float = _doc(10.0, "Upper end of the MR-VAE's training range of beta.")
@@ -123,13 +139,14 @@ class TrainConfig:
         "example", "One beta per example (reference code), per minibatch (paper's Algorithm 1), or per "
         "example stratified over the range (each batch covers [a, b] evenly; same log-uniform marginal).",
         choices=BETA_SAMPLING)
-    beta_density_power: float = _doc(
-        1.0, "Shape of the MR-VAE's beta density: log beta = log a + (log b - log a) * U^p; 1 is log-uniform "
-        "(the paper), p > 1 puts more samples at small beta (p = 2: half in the lowest quarter of the log range).")
-    loss_normalization: str = _doc(
-        "none", "MR-VAE loss weighting across beta: none (the paper: mean of D + beta R); per_beta: each "
+    beta_density_power: float | None = _doc(
+        None, "Shape of the MR-VAE's beta density: log beta = log a + (log b - log a) * U^p; 1 is log-uniform "
+        "(the paper), p > 1 puts more samples at small beta (p = 2: half in the lowest quarter of the log range). "
+        "Default: the recipe's.")
+    loss_normalization: str | None = _doc(
+        None, "MR-VAE loss weighting across beta: none (the paper: mean of D + beta R); per_beta: each "
         "example's loss divided by a running mean of the loss in its beta bin (8 bins in log beta), so every "
-        "part of the range weighs alike in the gradient.", choices=LOSS_NORMALIZATIONS)
+        "part of the range weighs alike in the gradient. Default: the recipe's.", choices=LOSS_NORMALIZATIONS)
     kl_schedule: str = _doc("constant", "KL weight schedule: constant; linear (0 -> beta over the first "
                             "kl_warmup_fraction); cyclical (kl_cycles ramps).", choices=KL_SCHEDULES)
     kl_schedule_unit: str = _doc("step", "The KL schedule advances per optimisation step or per epoch "
@@ -142,8 +159,9 @@ class TrainConfig:
     epochs: int = _doc(10, "Training epochs (the paper trains 200; the default is CPU-sized).")
     batch_size: int = _doc(128, "Global minibatch size (split over torchrun processes).")
     lr: float = _doc(1e-3, "Peak learning rate.")
-    hyper_lr_mult: float = _doc(30.0, "Learning-rate multiplier for the MR gates' hyper-networks "
-                                "(they train at lr * hyper_lr_mult).")
+    hyper_lr_mult: float | None = _doc(None, "Learning-rate multiplier for the MR gates' hyper-networks "
+                                       "(they train at lr * hyper_lr_mult). Default: the recipe's (mrvae 30, "
+                                       "paper 1).")
     lr_warmup_epochs: float = _doc(0.0, "Linear learning-rate warm-up (epochs), then the lr schedule.")
     lr_schedule: str = _doc("cosine", "cosine: decay to min_lr per step; plateau: x plateau_factor when the "
                             "validation loss stalls for plateau_patience epochs; constant.", choices=LR_SCHEDULES)
@@ -163,8 +181,8 @@ class TrainConfig:
     objective: str = _doc("elbo", "tcvae: beta weighs the total correlation only (beta-TCVAE; dsprites "
                           "default).", choices=OBJECTIVES)
     model_options: dict = _doc(help="Architecture options (e.g. preset=small for nvae, dropout=0.5 for lstm, "
-                               "monotone_decoder=false for the paper's free decoder gates in conv/resnet "
-                               "MR-VAEs; the CLI default keeps them non-increasing in beta).", factory=dict)
+                               "monotone_decoder=false for free decoder gates in conv/resnet MR-VAEs; "
+                               "default: the recipe's, non-increasing in beta for mrvae).", factory=dict)
     seed: int = _doc(0, "Random seed (initialisation, data order, beta draws).")
     device: str = _doc("auto", "auto, cpu, cuda or cuda:N.")
     data_dir: str | None = _doc(None, "Data root (default: $MRVAE_DATA, else ~/.cache/mrvae/data).")
@@ -189,6 +207,10 @@ class TrainConfig:
                           "scaling (GPU only); rate, distortion and loss stay float32.", choices=PRECISIONS)
 
     def __post_init__(self) -> None:
+        if self.recipe in RECIPES:   # fields left unset take the recipe's values (an unknown recipe: validate())
+            for name in RECIPE_FIELDS:
+                if getattr(self, name) is None:
+                    setattr(self, name, RECIPES[self.recipe][name])
         self.hyper_hidden = tuple(int(h) for h in (self.hyper_hidden or ()))
         self.data_options = dict(self.data_options or {})
         self.eval_options = dict(self.eval_options or {})
@@ -266,7 +288,17 @@ class TrainConfig:
         return cls(**d)
 
     def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with ``changes``; changing the ``recipe`` moves every recipe field still at the old recipe's
+        value to the new recipe's (fields set to other values stay)."""
+        if "recipe" in changes and changes["recipe"] != self.recipe and self.recipe in RECIPES:
+            for name in RECIPE_FIELDS:
+                if name not in changes and getattr(self, name) == RECIPES[self.recipe][name]:
+                    changes[name] = None
         return dataclasses.replace(self, **changes)
+
+    def recipe_value(self, name: str) -> Any:
+        """The recipe's value of a model-side setting (e.g. ``monotone_decoder``)."""
+        return RECIPES[self.recipe][name]
 
     @property
     def beta_range(self) -> BetaRange:
