@@ -169,39 +169,36 @@ def register() -> None:
 
 
 @contextlib.contextmanager
+def _swapped(table: dict, name: str, register):
+    """``register()`` (a public registration call) for the duration of a block; the entry it replaced comes back."""
+    old = table.get(name)
+    try:
+        yield register()
+    finally:
+        if old is None:
+            table.pop(name, None)
+        else:
+            table[name] = old
+
+
 def temporary_dataset(name: str, loader, **kw):
-    """Register dataset ``name`` (public call) for the duration of a block; what it replaced comes back."""
+    """Register dataset ``name`` for the duration of a block (its old recommendations are kept unless given)."""
     from deep.data import register_dataset
     from deep.data.registry import _DATASETS
 
     old = _DATASETS.get(name)
-    spec = register_dataset(name, loader, replace=True, **({"default_family": old.default_family,
-                                                             "recommended": old.recommended} if old and not kw else kw))
-    try:
-        yield spec
-    finally:
-        if old is None:
-            _DATASETS.pop(name, None)
-        else:
-            _DATASETS[name] = old
+    keep = {"default_family": old.default_family, "recommended": old.recommended} if old and not kw else kw
+    return _swapped(_DATASETS, name, lambda: register_dataset(name, loader, replace=True, **keep))
 
 
-@contextlib.contextmanager
 def temporary_family(arch: str, build, rebuild, datasets, **kw):
-    """Register family ``arch`` (public call) for the duration of a block; what it replaced comes back."""
+    """Register family ``arch`` for the duration of a block."""
     from deep.models import register_family
     from deep.models.registry import _FAMILIES
 
-    old = _FAMILIES.get(arch)
-    spec = register_family(arch, build=build, rebuild=rebuild, datasets=tuple(datasets),
-                           description=kw.pop("description", "test family"), replace=True, **kw)
-    try:
-        yield spec
-    finally:
-        if old is None:
-            _FAMILIES.pop(arch, None)
-        else:
-            _FAMILIES[arch] = old
+    kw.setdefault("description", "test family")
+    return _swapped(_FAMILIES, arch, lambda: register_family(arch, build=build, rebuild=rebuild,
+                                                             datasets=tuple(datasets), replace=True, **kw))
 
 
 @contextlib.contextmanager
