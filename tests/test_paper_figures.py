@@ -257,11 +257,16 @@ def test_registry_shares_runs_and_marks_what_cannot_be_built():
     def folders(name, preset="cpu"):
         return {f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}" for _, f in R.EXPERIMENTS[name].preset(preset).runs()}
 
-    assert folders("fig1") <= folders("fig5_omniglot")
+    assert folders("fig5_omniglot") <= folders("fig1")           # Fig. 1 adds the KL-annealed baselines
+    assert folders("fig1", "paper") <= folders("fig5_omniglot", "paper")
     assert folders("table2") == folders("fig5_mnist") | folders("fig5_omniglot")
     assert folders("fig7") <= folders("fig6") | folders("fig5_omniglot")
-    assert len(folders("fig8_sensitivity") & folders("fig5_omniglot")) == 1     # the default range [0.01, 10]
-    assert len(folders("fig9") & folders("fig5_omniglot")) == 1                 # the default gates
+    # Fig. 8 / Fig. 9 keep their own reduced cpu budget (8,000 images, 3 epochs) and share its default MR-VAE
+    # (range [0.01, 10], default gates); the central comparison trains on the full split (docs/recipe.md)
+    assert len(folders("fig8_sensitivity") & folders("fig9")) == 1
+    assert not folders("fig8_sensitivity") & folders("fig5_omniglot")
+    assert folders("fig8_sensitivity", "paper") & folders("fig5_omniglot", "paper")   # the default MR-VAE
+    assert folders("fig9", "paper") & folders("fig5_omniglot", "paper")
     # paper-protocol details
     f8 = {g.key: g for g in R.EXPERIMENTS["fig8_sensitivity"].preset("paper").groups}
     assert {(g.params["a"], g.params["b"]) for g in f8.values()} == {

@@ -192,6 +192,16 @@ _SMOKE_TRAIN = {"epochs": 1, "batch_size": 16, "max_train_examples": 32, "lr": 1
 _SMOKE_EVAL = Evaluation(n_betas=3, max_examples=16, batch_size=16, n_images=4)
 _CPU_TRAIN = {"epochs": 3, "batch_size": 128, "max_train_examples": 8000, "lr": 1e-3}
 _CPU_EVAL = Evaluation(n_betas=20, max_examples=2000, batch_size=100, n_images=8)
+#: The cpu preset of the central comparison (Fig. 1, Fig. 5 MNIST / Omniglot, Table 2): ResNet only, the full
+#: training split, every model (one MR-VAE, each beta-VAE) the same number of epochs, the full test set.
+#: The epochs are the fewest at which the constant-beta baselines form a usable curve (docs/recipe.md).
+CPU_FULL_EPOCHS = 10
+#: Planned wall time of one dataset's 11 runs (1 MR-VAE + 10 beta-VAEs) and their evaluations on 2 cores, from
+#: the throughput measured here (~490 examples/s at 2 threads, ResNet, batch 128).
+_CPU_FULL_SECONDS = {"mnist": 11 * (CPU_FULL_EPOCHS * 50_000 / 490 + 60),
+                     "omniglot": 11 * (CPU_FULL_EPOCHS * 19_280 / 490 + 80)}
+_CPU_FULL_TRAIN = {"epochs": CPU_FULL_EPOCHS, "batch_size": 128, "lr": 1e-3}
+_CPU_FULL_EVAL = Evaluation(n_betas=20, max_examples=None, batch_size=100, n_images=8)
 _PAPER_TRAIN = {"epochs": 200, "batch_size": 128, "recipe": "paper", "kl_schedule_unit": "epoch",
                 "min_lr": 1e-6}
 _PAPER_EVAL = Evaluation(n_betas=20, max_examples=None, batch_size=100, n_images=8)
@@ -261,30 +271,46 @@ def _preset(name: str, groups: list[Group], *, budget: str | None = None, estima
                   selection_split, False)
 
 
+def _baseline_eval(preset: str) -> Evaluation:
+    """The MR-VAE evaluated at exactly the baseline betas (``rd_baselines.json``: delta(beta) of
+    :mod:`paper_figures.claim`), on the test examples of the preset's main evaluation."""
+    main = _CPU_FULL_EVAL if preset == "cpu" else _eval(preset)
+    return Evaluation(name="rd_baselines.json", betas=_betas(preset), max_examples=main.max_examples,
+                      batch_size=main.batch_size, images=False, applies_to=("mr",))
+
+
 def _binary_groups(dataset: str, arch: str, preset: str, schedules: tuple[str, ...],
                    extra_evals: tuple[Evaluation, ...] = ()) -> list[Group]:
-    base, ev = _base(preset), (_eval(preset),) + extra_evals
+    full = preset == "cpu" and arch == "resnet"   # the central comparison at its cpu budget
+    base = dict(_CPU_FULL_TRAIN) if full else _base(preset)
+    ev = ((_CPU_FULL_EVAL,) if full else (_eval(preset),)) + extra_evals
     prefix = f"{dataset}_{arch}"
-    groups = [_mr(f"{prefix}_mr", "MR-VAE", dataset, arch, base, ev)]
+    groups = [_mr(f"{prefix}_mr", "MR-VAE", dataset, arch, base, ev + (_baseline_eval(preset),))]
     for s in schedules:
         groups.append(_sweep(f"{prefix}_beta_{s}", dataset, arch, base, _betas(preset), s, ev))
     return groups
+
+
+def _budget_full(dataset: str) -> str:
+    n = {"mnist": "50,000-image static binary MNIST", "omniglot": "19,280-image Omniglot (torchvision substitute)"}
+    return (f"REDUCED (cpu preset): ResNet only; every model (the one MR-VAE and each beta-VAE) {CPU_FULL_EPOCHS} "
+            f"epochs on the full {n.get(dataset, dataset)} training split, batch 128, Adam lr 1e-3 with cosine "
+            "decay, the default (mrvae) recipe, 1 seed, no LR grid; evaluation on the full test set (MR-VAE at 20 "
+            "log-spaced betas and at the 10 baseline betas) (paper: 200 epochs, LR grid, 3 seeds, ConvNet too)")
 
 
 def _fig5_binary(dataset: str) -> dict[str, Preset]:
     both = ("constant", "linear")
     out = {}
     for p in PRESETS:
-        # cpu: the ConvNet baselines only with constant beta (the ConvNet is 2.5x slower per example)
-        conv_s = ("constant",) if p == "cpu" else both
-        groups = _binary_groups(dataset, "conv", p, conv_s) + _binary_groups(dataset, "resnet", p, both)
-        budget = None
-        if p == "cpu":
-            budget = _BUDGET_CPU.format(epochs=3, n=f"a fixed 8,000-example {_NAMES[dataset]} training subset",
-                                        batch=128, lr=1e-3) + "; ConvNet baselines with constant beta only"
-        out[p] = _preset(p, groups, budget=budget, estimate="~34 min on 2 CPU cores (21 ResNet runs at ~600 "
-                         "examples/s, 11 ConvNet runs at ~250 examples/s, 24k examples each)" if p == "cpu" else "",
-                         estimate_s=2040 if p == "cpu" else None)
+        if p == "cpu":   # the central comparison: ResNet, full split, constant-beta baselines (docs/recipe.md)
+            groups = _binary_groups(dataset, "resnet", p, ("constant",))
+            secs = _CPU_FULL_SECONDS[dataset]
+            out[p] = _preset(p, groups, budget=_budget_full(dataset) + "; constant-beta baselines only",
+                             estimate=f"~{secs / 3600:.1f} h on 2 CPU cores (11 ResNet runs)", estimate_s=secs)
+            continue
+        groups = _binary_groups(dataset, "conv", p, both) + _binary_groups(dataset, "resnet", p, both)
+        out[p] = _preset(p, groups)
     return out
 
 
@@ -292,9 +318,13 @@ def _fig1() -> dict[str, Preset]:
     out = {}
     for p in PRESETS:
         groups = _binary_groups("omniglot", "resnet", p, ("constant", "linear"))
-        out[p] = _preset(p, groups, estimate="~15 min on 2 CPU cores (21 ResNet runs); 0 after fig5_omniglot "
-                         "(same runs)" if p == "cpu" else "", estimate_s=900 if p == "cpu" else None,
-                         data_name="Omniglot")
+        if p == "cpu":
+            secs = 2 * _CPU_FULL_SECONDS["omniglot"]
+            out[p] = _preset(p, groups, budget=_budget_full("omniglot"), estimate=f"~{secs / 3600:.1f} h on 2 CPU "
+                             "cores (21 ResNet runs); the MR-VAE and constant-beta runs are fig5_omniglot's",
+                             estimate_s=secs)
+            continue
+        out[p] = _preset(p, groups, data_name="Omniglot")
     return out
 
 
@@ -302,12 +332,14 @@ def _table2() -> dict[str, Preset]:
     out = {}
     for p in PRESETS:
         f5m, f5o = _fig5_binary("mnist")[p], _fig5_binary("omniglot")[p]
+        secs = _CPU_FULL_SECONDS["mnist"] + _CPU_FULL_SECONDS["omniglot"]
         out[p] = dataclasses.replace(f5m, groups=f5m.groups + f5o.groups,
-                                     budget=f5m.budget.replace("MNIST training subset", "MNIST / Omniglot "
-                                                               "training subset"),
-                                     estimate=("~68 min on 2 CPU cores; 0 after fig5_mnist and fig5_omniglot "
-                                               "(same runs)") if p == "cpu" else f5m.estimate,
-                                     estimate_s=4080 if p == "cpu" else None)
+                                     budget=(f5m.budget.replace("full 50,000-image static binary MNIST training "
+                                                                "split", "full MNIST / Omniglot training splits")
+                                             if p == "cpu" else f5m.budget),
+                                     estimate=(f"~{secs / 3600:.1f} h on 2 CPU cores; 0 after fig5_mnist and "
+                                               "fig5_omniglot (same runs)") if p == "cpu" else f5m.estimate,
+                                     estimate_s=secs if p == "cpu" else None)
     return out
 
 
