@@ -281,10 +281,11 @@ def test_registry_shares_runs_and_marks_what_cannot_be_built():
     yahoo = R.EXPERIMENTS["fig5_yahoo"].preset("cpu").groups[0].config
     assert yahoo["arch"] == "lstm" and yahoo["data_options"] == {"train_split": "valid"}
     assert R.EXPERIMENTS["fig5_nvae"].preset("cpu").groups[0].config["model_options"] == {"preset": "small"}
-    # the cpu budget of the image experiments (run in RUN_ALL_ORDER, shared runs once) is 1-3 hours
+    # the cpu budget of the image experiments (run in RUN_ALL_ORDER, shared runs once) is an evening on 2 cores:
+    # the central comparison trains every model on the full training split (issue 19)
     core = ["fig5_omniglot", "fig5_mnist", "fig8_sensitivity", "fig9", "fig6"]
     total = sum(R.EXPERIMENTS[n].preset("cpu").estimate_s for n in core)
-    assert 3600 <= total <= 3 * 3600
+    assert 3600 <= total <= 8 * 3600
 
 
 def test_run_folder_names_are_pinned():
