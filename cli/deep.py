@@ -221,6 +221,9 @@ def _override_options(fields: Sequence[str]) -> Callable:
         base = typing.get_origin(hint) or hint
         names = _OPTION_NAMES.get(name, ("--" + name.replace("_", "-"),))
         text = field_help(name) + " Default: the run's own setting."
+        if name == "data_dir":
+            text = ("Data root (default: the one the run recorded; when that is gone, $MRVAE_DATA, else "
+                    "~/.cache/mrvae/data).")
         if base is dict:
             opts.append(click.option(*names, name, multiple=True, metavar="KEY=VALUE",
                                      help=field_help(name) + " Repeatable; replaces the run's."))
