@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import sys
 import warnings
@@ -30,8 +31,15 @@ def user_errors() -> Iterator[None]:
             # a RunError can only come from deep.train.runs once it is imported: looking it up here keeps
             # commands that never touch a run (e.g. `figures`) free of torch
             runs = sys.modules.get("deep.train.runs")
-            if isinstance(exc, expected) or (runs is not None and isinstance(exc, runs.RunError)):
+            trackers = sys.modules.get("deep.train.trackers")
+            if isinstance(exc, expected) or (runs is not None and isinstance(exc, runs.RunError)) or (
+                    trackers is not None and isinstance(exc, trackers.TrackerUnavailableError)):
                 raise click.ClickException(str(exc)) from None
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                where = f" writing {exc.filename}" if exc.filename else ""
+                raise click.ClickException(
+                    f"{exc.strerror or exc}{where}: free some space and run the command again (a training run "
+                    "continues from its last checkpoint with `mrvae-cli deep resume RUN`)") from None
             raise
         finally:
             seen = set()

@@ -1,13 +1,15 @@
 """``mrvae-cli deep ...``: deep MR-VAEs and beta-VAE baselines.
 
 Thin wrappers: parse options, build a :class:`deep.train.TrainConfig`, call :func:`deep.train.train`,
-:func:`deep.train.sweep` or :func:`deep.evaluate.evaluate_run`, and print where the outputs went. User
-mistakes become short messages (``click.ClickException``), never tracebacks.
+:func:`deep.train.resume_run`, :func:`deep.train.sweep`, :func:`deep.evaluate.evaluate_run` or
+:func:`deep.evaluate.load_run`, and print where the outputs went. User mistakes become short messages
+(``click.ClickException``), never tracebacks.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -106,10 +108,14 @@ _OPTION_NAMES: dict[str, tuple[str, ...]] = {
     "model_options": ("--model-option",),
     "data_options": ("--data-option",),
     "eval_options": ("--eval-option",),
+    "keep_checkpoints": ("--keep", "--keep-checkpoints"),
 }
 
+#: Smallest values of integer fields, checked by click before anything runs.
+_MINIMUM = {"eval_examples": 2, "keep_checkpoints": 1}
+
 #: What an unknown value of an enumerated field is called in the error message.
-_WHAT = {"arch": "architecture", "enc_gate": "gate kind", "dec_gate": "gate kind"}
+_WHAT = {"arch": "architecture", "enc_gate": "gate kind", "dec_gate": "gate kind", "log": "tracker"}
 
 #: The click parameter that sets a field, when it is not the field's own option.
 _PARAM_OF = {"beta_a": "beta_range", "beta_b": "beta_range"}
@@ -160,7 +166,7 @@ def _field_option(f: Any, hints: dict) -> Callable:
     if f.metadata.get("choices") is not None:     # the names are read when needed, not now
         kind = _NameChoice(lambda name=name: field_choices(name), _WHAT.get(name, name))
     elif base in (int, float, str):
-        kind = base
+        kind = click.IntRange(min=_MINIMUM[name]) if name in _MINIMUM else base
         if name in ("data_dir", "out_dir"):
             kind = click.Path(file_okay=False)
     else:
@@ -196,14 +202,66 @@ def _config_options(exclude: frozenset = frozenset()) -> Callable:
     return decorate
 
 
+#: Runtime fields ``deep resume`` may change (every other field would train another model).
+_RESUME_FIELDS = ("data_dir", "device", "num_threads", "n_betas", "eval_examples", "eval_batch_size", "iw_k",
+                  "eval_options", "keep_checkpoints", "log", "precision", "val_max_examples", "download")
+
+
+def _override_options(fields: Sequence[str]) -> Callable:
+    """Options for TrainConfig ``fields`` whose default is "the run's own value" (``None``): ``deep resume``
+    changes only what it is told to."""
+    from deep.train.config import TrainConfig, field_choices, field_help
+
+    hints = typing.get_type_hints(TrainConfig)
+    opts = []
+    for name in fields:
+        hint = hints[name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = typing.get_origin(hint) or hint
+        names = _OPTION_NAMES.get(name, ("--" + name.replace("_", "-"),))
+        text = field_help(name) + " Default: the run's own setting."
+        if name == "data_dir":
+            text = ("Data root (default: the one the run recorded; when that is gone, $MRVAE_DATA, else "
+                    "~/.cache/mrvae/data).")
+        if base is dict:
+            opts.append(click.option(*names, name, multiple=True, metavar="KEY=VALUE",
+                                     help=field_help(name) + " Repeatable; replaces the run's."))
+        elif base is bool:
+            flag = names[0].removeprefix("--")
+            opts.append(click.option(f"--{flag}/--no-{flag}", name, default=None, help=text))
+        elif field_choices(name) is not None:
+            opts.append(click.option(*names, name, default=None, help=text,
+                                     type=_NameChoice(lambda name=name: field_choices(name), _WHAT.get(name, name))))
+        else:
+            kind = (click.Path(file_okay=False) if name == "data_dir" else
+                    click.IntRange(min=_MINIMUM[name]) if name in _MINIMUM else base)
+            opts.append(click.option(*names, name, type=kind, default=None, help=text))
+
+    def decorate(func: Callable) -> Callable:
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+
+    return decorate
+
+
+def _overrides_from(opts: dict) -> dict:
+    """The runtime fields a ``deep resume`` was told to change (unset options dropped)."""
+    out = {k: v for k, v in opts.items() if k in _RESUME_FIELDS and v is not None}
+    if "eval_options" in out:
+        out["eval_options"] = _parse_options(out["eval_options"], "--eval-option")
+        if not out["eval_options"]:
+            del out["eval_options"]
+    return out
+
+
 def _cli_options(f: Callable) -> Callable:
     """The options ``deep train`` and ``deep sweep`` share that are not TrainConfig fields."""
     opts = [
         click.option("--preset", default=None,
                      help="Architecture preset (nvae: small | paper; same as --model-option preset=...)."),
         click.option("--no-eval", is_flag=True, help="Skip the RD evaluation after training."),
-        click.option("--eval-examples", type=click.IntRange(min=1), default=None,
-                     help="Evaluate on the first N test examples only (default: the full test set)."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
     for opt in reversed(opts):
@@ -273,6 +331,8 @@ def _evaluate_and_report(run_dir: Path, *, n_betas: int, iw_k: int, batch_size: 
     for note in (results.get("evaluation") or {}).get("notes") or ():
         click.echo(f"note: {note}")
     click.echo(f"results: {results['path']}")
+    if results.get("previous"):
+        click.echo(f"earlier results kept in {results['previous']}")
     if results.get("ais_path"):
         click.echo(f"{'beta':>9} {'AIS R':>9} {'AIS D':>10} {'enc R':>9} {'enc D':>10} {'gap':>8} {'BDMC':>7}"
                    "   (AIS point of the decoder at lam = 1/beta vs the encoder, same examples; nats)")
@@ -299,11 +359,14 @@ def deep() -> None:
 @deep.command(epilog=_recommended_note())
 @_config_options()
 @_cli_options
-@click.option("--resume", is_flag=True, help="Continue the run folder's checkpoint (same settings).")
+@click.option("--resume", is_flag=True, help="Continue the run folder's checkpoint; the options must describe "
+              "the same run (`deep resume RUN` reads them from the folder instead).")
 def train(**opts: Any) -> None:
     """Train an MR-VAE (default) or a beta-VAE, then evaluate its RD curve.
 
-    Every TrainConfig field is an option (defaults and help from deep/train/config.py).
+    Every TrainConfig field is an option (defaults and help from deep/train/config.py). The run folder
+    records them all (the data root as an absolute path); `mrvae-cli deep resume RUN` continues it from
+    anywhere with those settings.
 
     Example: mrvae-cli deep train --dataset omniglot --epochs 1
     """
@@ -321,29 +384,44 @@ def train(**opts: Any) -> None:
         echo(f"checkpoint: {run_dir / 'checkpoint.pt'}")
         echo(f"metrics:    {run_dir / 'metrics.jsonl'}")
         if not opts["no_eval"] and main:
-            _evaluate_and_report(run_dir, n_betas=config.n_betas, iw_k=config.iw_k,
-                                 batch_size=config.eval_batch_size, max_examples=opts["eval_examples"],
-                                 progress=not opts["quiet"])
+            _evaluate_after_training(run_dir, progress=not opts["quiet"])
+
+
+def _evaluate_after_training(run_dir: Path, *, progress: bool) -> dict:
+    """The RD evaluation with the run's own settings (config.json); an earlier rd.json is kept in
+    results/previous/."""
+    from deep.train import load_config
+
+    config = load_config(run_dir)
+    return _evaluate_and_report(run_dir, n_betas=config.n_betas, iw_k=config.iw_k,
+                                batch_size=config.eval_batch_size, max_examples=config.eval_examples or 0,
+                                progress=progress, data_dir=config.data_dir, on_existing="keep")
 
 
 @deep.command()
 @click.argument("run", type=click.Path())
+@_override_options(_RESUME_FIELDS)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--no-eval", is_flag=True, help="Skip the RD evaluation after training.")
-def resume(run: str, quiet: bool, no_eval: bool) -> None:
-    """Continue the run in folder RUN with the settings stored there."""
+def resume(run: str, quiet: bool, no_eval: bool, **opts: Any) -> None:
+    """Continue the run in folder RUN with the settings stored there, then evaluate it.
+
+    The run's configuration comes from RUN/config.json (or, when that is missing, from its checkpoint),
+    training continues from its newest readable checkpoint, and the evaluation uses the run's own
+    settings. The options below change runtime settings only (the run records them); anything else would
+    train another model: start a new run for that.
+    """
     from deep.train.distributed import is_main_process
-    from deep.train import load_config, resume_run
+    from deep.train import resume_run
 
     main = is_main_process()          # under torchrun only process 0 prints and evaluates
     with user_errors():
-        config = load_config(run)
-        run_dir = resume_run(run, progress=not quiet, log=click.echo if main else None)
+        run_dir = resume_run(run, overrides=_overrides_from(opts), progress=not quiet,
+                             log=click.echo if main else None)
         if main:
             click.echo(f"run folder: {run_dir}")
         if not no_eval and main:
-            _evaluate_and_report(run_dir, n_betas=config.n_betas, iw_k=config.iw_k,
-                                 batch_size=config.eval_batch_size, max_examples=None, progress=not quiet)
+            _evaluate_after_training(run_dir, progress=not quiet)
 
 
 @deep.command(epilog=_recommended_note())
@@ -378,7 +456,7 @@ def sweep(**opts: Any) -> None:
         echo(f"sweep: {len(betas)} betas x {len(schedules)} schedule(s) on {config.dataset}/{config.arch}, "
              f"{config.epochs} epoch(s) each" + (f", {opts['jobs']} at a time" if opts["jobs"] > 1 else ""))
         sweep_dir = sweep_runs(config, betas=betas, schedules=schedules, evaluate=not opts["no_eval"],
-                               eval_examples=opts["eval_examples"], progress=not opts["quiet"], log=echo,
+                               eval_examples=config.eval_examples, progress=not opts["quiet"], log=echo,
                                jobs=opts["jobs"])
         if not main:
             return
@@ -399,9 +477,14 @@ def sweep(**opts: Any) -> None:
 @click.option("--betas", default=None, help="Comma-separated betas instead of the log-spaced grid.")
 @click.option("--iw-k", type=click.IntRange(min=0), default=None, help="Importance samples for the IW-NLL (0: off).")
 @click.option("--split", default="test", show_default=True, help="train, valid or test.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", "--eval-batch-size", "batch_size", type=click.IntRange(min=1), default=None,
               help="Test images per pass (default: the run's eval_batch_size).")
-@click.option("--max-examples", type=click.IntRange(min=1), default=None, help="Evaluate the first N examples only.")
+@click.option("--max-examples", "--eval-examples", "max_examples", type=click.IntRange(min=2), default=None,
+              help="Evaluate the first N examples only (default: the run's eval_examples, else all).")
+@click.option("--all-examples", is_flag=True, help="Evaluate every example of the split, whatever the run's "
+              "eval_examples.")
+@click.option("--eval-option", "eval_options", multiple=True, metavar="KEY=VALUE",
+              help="Evaluation options (the loop's, MIG's, the family's), merged over the run's. Repeatable.")
 @click.option("--mi-examples", type=click.IntRange(min=2), default=None,
               help="Examples in the aggregate posterior of the MI estimate (default: all evaluated).")
 @click.option("--per-beta", is_flag=True, help="One pass over the data per beta instead of one batched pass.")
@@ -427,25 +510,38 @@ def sweep(**opts: Any) -> None:
 @click.option("--ais-bdmc", is_flag=True, help="Add bidirectional Monte Carlo (the AIS error bound) on simulated data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the evaluation noise.")
 @click.option("--device", default=None, help="Default: the run's device setting.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Data root (default: the run's, else $MRVAE_DATA, else ~/.cache/mrvae/data).")
 @click.option("--output", default=None,
-              help="Results file name under RUN/results (default: rd.json, or rd_<split>.json).")
+              help="Results file name under RUN/results (default: rd.json, or rd_<split>.json); its images go to "
+                   "results/images_<name>.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing result of that name (and its images); "
+              "without it an existing result is never replaced.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate(run: str, n_betas: int | None, betas: str | None, iw_k: int | None, split: str,
-             batch_size: int | None, max_examples: int | None, mi_examples: int | None, per_beta: bool,
+             batch_size: int | None, max_examples: int | None, all_examples: bool, eval_options: tuple,
+             mi_examples: int | None, per_beta: bool,
              beta_chunk: int | None, max_rows: int | None, recalibrate_bn: bool, no_images: bool,
              fid_samples: int, fid_weights: str | None, download: bool, ais: bool, ais_steps: int,
              ais_examples: int, ais_chains: int, ais_bdmc: bool, seed: int,
-             device: str | None, data_dir: str | None, output: str | None, quiet: bool) -> None:
+             device: str | None, data_dir: str | None, output: str | None, overwrite: bool, quiet: bool) -> None:
     """Evaluate the run in folder RUN: RD curve, IW-NLL, active units, MI, image grids (and FID with
-    --fid-samples)."""
+    --fid-samples).
+
+    Settings not given are the run's own (n_betas, iw_k, eval_batch_size, eval_examples, eval_options,
+    data root). An existing result is never replaced silently: choose another --output, or --overwrite.
+    """
+    if all_examples and max_examples:
+        raise click.UsageError("--all-examples and --max-examples N contradict each other: give one")
     if (fid_weights or download) and not fid_samples:
         raise click.UsageError("--fid-weights and --download only apply to the FID: add --fid-samples N")
     if ais_bdmc and not ais:
         raise click.UsageError("--ais-bdmc only applies to AIS: add --ais")
     with user_errors():
         _evaluate_and_report(Path(run), n_betas=n_betas, iw_k=iw_k, batch_size=batch_size,
-                             max_examples=max_examples, progress=not quiet, split=split,
+                             max_examples=0 if all_examples else max_examples, progress=not quiet, split=split,
+                             sweep_options=_parse_options(eval_options, "--eval-option") or None,
+                             on_existing="replace" if overwrite else "refuse",
                              betas=_float_list(betas, "'--betas'"), batched=not per_beta,
                              beta_chunk=beta_chunk, max_rows=max_rows, mi_examples=mi_examples,
                              recalibrate_bn=recalibrate_bn, images=not no_images, seed=seed, device=device,
@@ -453,6 +549,85 @@ def evaluate(run: str, n_betas: int | None, betas: str | None, iw_k: int | None,
                              fid_weights=fid_weights, download=download,
                              ais={"n_steps": ais_steps, "n_chains": ais_chains, "progress": not quiet} if ais else None,
                              ais_examples=ais_examples, ais_bdmc=ais_bdmc)
+
+
+@deep.command()
+@click.argument("run", type=click.Path())
+@click.option("--beta", "betas", default=None, help="Comma-separated betas: one row of samples per beta.")
+@click.option("--target-rate", type=float, default=None,
+              help="Sample at the beta whose rate is R nats per example (bisection on log beta).")
+@click.option("--target-distortion", type=float, default=None,
+              help="Sample at the beta whose distortion is D nats per example.")
+@click.option("--n", "n", type=click.IntRange(min=1, max=1024), default=16, show_default=True,
+              help="Samples (or reconstructed test examples) per beta.")
+@click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True,
+              help="The PNG to write (a grid labelled with beta).")
+@click.option("--reconstructions", is_flag=True, help="Reconstruct the first N test examples instead of sampling.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the prior draws (the same at every beta).")
+@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
+              help="Tolerance of --target-rate / --target-distortion (nats).")
+@click.option("--strict", is_flag=True, help="Refuse betas outside the trained range instead of warning.")
+@click.option("--eval-examples", "eval_examples", type=click.IntRange(min=2), default=None,
+              help="Test examples the target search measures on (default: the run's eval_examples, else all).")
+@click.option("--eval-batch-size", "eval_batch_size", type=click.IntRange(min=1), default=None,
+              help="Test examples per pass of the target search (default: the run's).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Data root (default: the run's, else $MRVAE_DATA).")
+def sample(run: str, betas: str | None, target_rate: float | None, target_distortion: float | None, n: int,
+           out: str, reconstructions: bool, seed: int, tol: float, strict: bool, eval_examples: int | None,
+           eval_batch_size: int | None, device: str, data_dir: str | None) -> None:
+    """Draw prior samples (or reconstructions) of the trained model in RUN at given betas, or at the beta
+    that gives a target rate or distortion, into a grid labelled with beta.
+
+    Example: mrvae-cli deep sample runs/<run> --beta 0.1 --n 64 --out grid.png
+    """
+    given = [o for o, v in (("--beta", betas), ("--target-rate", target_rate),
+                            ("--target-distortion", target_distortion)) if v is not None]
+    if len(given) != 1:
+        raise click.UsageError(f"give exactly one of --beta, --target-rate, --target-distortion (got "
+                               f"{', '.join(given) or 'none'})")
+    with user_errors():
+        import torch
+
+        from deep.evaluate import load_run
+        from deep.evaluate.images import beta_label, grid_figure
+
+        model = load_run(run, device=device, data_dir=data_dir, strict=strict)
+        if betas is not None:
+            grid = list(_float_list(betas, "'--beta'"))
+        else:
+            quantity, target = ("rate", target_rate) if target_rate is not None else ("distortion", target_distortion)
+            search = model.beta_for_rate if quantity == "rate" else model.beta_for_distortion
+            found = search(target, tol=tol, max_examples=eval_examples, batch_size=eval_batch_size)
+            click.echo(f"target {quantity} {target:g} nats -> beta {found.beta:.6g} (rate {found.rate:.4f}, "
+                       f"distortion {found.distortion:.4f} nats per example; {found.evaluations} evaluations)")
+            grid = [found.beta]
+        try:
+            if reconstructions:
+                x = model.data("test").get_batch(torch.arange(min(n, len(model.data("test")))))
+                rows = [x.float().cpu()] + [model.reconstruct(x, b).float().cpu() for b in grid]
+                labels = ["input"] + [beta_label(b) for b in grid]
+                title = "reconstructions"
+            else:
+                rows = [model.sample(n, b, seed=seed).float().cpu() for b in grid]
+                labels = [beta_label(b) for b in grid]
+                title = f"prior samples (seed {seed}; the same z at every beta)"
+        except NotImplementedError as exc:
+            raise click.ClickException(str(exc)) from None
+        if len(grid) == 1 and not reconstructions and n > 8:      # one beta: a square-ish grid
+            width = math.ceil(math.sqrt(n))
+            rows = [rows[0][i:i + width] for i in range(0, n, width)]
+            if rows[-1].shape[0] < width:
+                pad = torch.ones(width - rows[-1].shape[0], *rows[-1].shape[1:])
+                rows[-1] = torch.cat([rows[-1], pad])
+            labels = [labels[0]] + [""] * (len(rows) - 1)
+        fig = grid_figure(rows, labels, title=title)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=fig.dpi, facecolor="white")
+        for b in grid:
+            click.echo(f"beta {b:.6g}: {n} {'reconstructions' if reconstructions else 'prior samples'}")
+        click.echo(f"samples: {out}")
 
 
 def _sci(n: float) -> str:

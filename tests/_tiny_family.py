@@ -5,6 +5,8 @@ sweep workers unpickle ``load_split`` / ``build`` / ``rebuild`` by reference, an
 as a script that registers the family before calling the trainer or the CLI.
 
 * dataset ``tiny``: noisy binary copies of 4 prototype 1x6x6 patterns (dynamic binarisation in training);
+* dataset ``tinyroot``: the same data, read only when the data root holds ``tiny/READY`` (so a test sees which
+  data root a command used); option ``sleep`` (seconds per training batch) slows training down (kill tests);
 * architecture ``tinymlp``: an MLP (MR-)VAE with a sigmoid encoder gate and a sqrt decoder gate.
   ``model_options={"sample": False}`` makes the encoder deterministic (``z = mu``): training then has
   no per-process randomness, which lets a multi-process run be compared with a one-process run up to
@@ -33,6 +35,7 @@ from linvae.conditioning import BetaRange, Gate
 
 SHAPE = (1, 6, 6)
 DATASET, ARCH = "tiny", "tinymlp"
+ROOTED = "tinyroot"
 #: every model built in this process (the script reports what they saw)
 BUILT: list["TinyVAE"] = []
 
@@ -117,7 +120,7 @@ class TinyVAE(GaussianLatentVAE):
 class TinySplit:
     """ImageSplit-like binary data: noisy copies of 4 prototype patterns."""
 
-    def __init__(self, n: int = 160, split: str = "train", seed: int = 0) -> None:
+    def __init__(self, n: int = 160, split: str = "train", seed: int = 0, sleep: float = 0.0) -> None:
         g = torch.Generator().manual_seed(123)
         protos = (torch.rand((4, *SHAPE), generator=g) > 0.5).float()
         labels = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(seed))
@@ -126,12 +129,17 @@ class TinySplit:
         self.name, self.split, self.shape = DATASET, split, SHAPE
         self.protocol = "synthetic stand-in"
         self.binarization = "dynamic" if split == "train" else "fixed-seed"
+        self.sleep = float(sleep)
 
     def __len__(self) -> int:
         return self.probs.shape[0]
 
     def get_batch(self, index, *, train=False, generator=None):
         idx = torch.as_tensor(index, dtype=torch.long)
+        if train and self.sleep:
+            import time
+
+            time.sleep(self.sleep)
         return torch.bernoulli(self.probs[idx], generator=generator) if train else self.fixed[idx].clone()
 
     def meta(self) -> dict:
@@ -140,8 +148,19 @@ class TinySplit:
 
 
 def load_split(name: str, split: str, data_dir=None, download: bool = False, **options) -> TinySplit:
-    """``n`` training examples (option ``n``, default 160); 40 in every other split."""
-    return TinySplit(int(options.get("n", 160)) if split == "train" else 40, split, seed=0 if split == "train" else 1)
+    """``n`` training examples (option ``n``, default 160); 40 in every other split; option ``sleep``: seconds
+    per training batch."""
+    return TinySplit(int(options.get("n", 160)) if split == "train" else 40, split, seed=0 if split == "train" else 1,
+                     sleep=float(options.get("sleep", 0.0)))
+
+
+def load_rooted(name: str, split: str, data_dir=None, download: bool = False, **options) -> TinySplit:
+    """:func:`load_split`, but only when the data root (``data_dir``, else ``$MRVAE_DATA``, ...) holds
+    ``tiny/READY``; otherwise the usual missing-file error naming where it looked."""
+    from linvae.dataroot import require_file, resolve_data_root
+
+    require_file(resolve_data_root(data_dir) / "tiny" / "READY", name, "the test that made it")
+    return load_split(name, split, data_dir, download, **options)
 
 
 def build(config, data) -> TinyVAE:
@@ -165,7 +184,9 @@ def register() -> None:
     from deep.models import register_family
 
     register_dataset(DATASET, load_split, replace=True)
-    register_family(ARCH, build=build, rebuild=rebuild, datasets=(DATASET,), description="test MLP", replace=True)
+    register_dataset(ROOTED, load_rooted, replace=True)
+    register_family(ARCH, build=build, rebuild=rebuild, datasets=(DATASET, ROOTED), description="test MLP",
+                    replace=True)
 
 
 @contextlib.contextmanager
@@ -205,6 +226,14 @@ def temporary_family(arch: str, build, rebuild, datasets, **kw):
 def registered(dataset: str = DATASET, loader=load_split, arch: str = ARCH, build=build, rebuild=rebuild):
     """This module's dataset and family registered for the duration of a block."""
     with temporary_dataset(dataset, loader), temporary_family(arch, build, rebuild, (dataset,)):
+        yield
+
+
+@contextlib.contextmanager
+def registered_all():
+    """Both datasets (``tiny``, ``tinyroot``) and the ``tinymlp`` family, as :func:`register` sets them up."""
+    with temporary_dataset(DATASET, load_split), temporary_dataset(ROOTED, load_rooted), \
+            temporary_family(ARCH, build, rebuild, (DATASET, ROOTED)):
         yield
 
 

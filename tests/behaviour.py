@@ -89,6 +89,7 @@ def cases(root: Path) -> dict[str, dict[str, Any]]:
                                     optimizer="adamax", lr=1e-2, iw_k=2, **common), train=train_img, test=test_img),
         "lstm_mr": dict(config=dict(dataset="yahoo", arch="lstm", lr=3e-3, latent_dim=2, iw_k=2,
                                     data_dir=str(corpus), max_train_examples=N_TRAIN,
+                                    data_options={"verify": False},   # synthetic files, published names
                                     model_options={"embed_dim": 6, "hidden_dim": 6}, **common),
                         train=None, test=None),
         "mlp_tcvae_mr": dict(config=dict(dataset="dsprites", arch="mlp", objective="tcvae", beta_a=0.1, beta_b=10.0,

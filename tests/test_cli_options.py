@@ -112,6 +112,9 @@ EVERY_FIELD = {
     "eval_options": (["--eval-option", "mig_samples=20"], {"mig_samples": 20}),
     "download": (["--download"], True),
     "precision": (["--precision", "bf16"], "bf16"),
+    "eval_examples": (["--eval-examples", "7"], 7),
+    "keep_checkpoints": (["--keep", "3"], 3),
+    "log": (["--log", "tensorboard"], "tensorboard"),
 }
 
 
@@ -198,7 +201,9 @@ def test_long_spellings_of_the_renamed_fields(trained):
     ("--distortion", "l1", ["unknown distortion 'l1'", "bernoulli, sse, half_sse, gaussian_nll"]),
     ("--dataset", "imagenet", ["unknown dataset 'imagenet'", "yahoo"]),
     ("--optimizer", "sgd", ["unknown optimizer 'sgd'", "adam, adamax"]),
-    ("--eval-examples", "0", ["--eval-examples", "x>=1"]),
+    ("--eval-examples", "1", ["--eval-examples", "x>=2"]),      # an evaluation needs 2 examples (AU, MI)
+    ("--keep", "0", ["--keep", "x>=1"]),
+    ("--log", "wandb", ["unknown tracker 'wandb'", "none, tensorboard"]),
     ("--hyper-hidden", "16,a", ["comma-separated integers"]),
 ])
 def test_bad_values_stop_before_training(trained, option, value, fragments):

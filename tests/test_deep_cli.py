@@ -90,10 +90,15 @@ def test_real_mnist_resnet_train_evaluate_resume(tmp_path, data_root):
     assert "reduced_protocol" in rd["conventions"]
     assert (run_dir / "results" / "images" / "samples_across_beta.png").exists()
     # evaluate again, asking for a beta outside the trained range: a warning, not a failure
+    # (rd.json exists: the new result needs a name of its own, or --overwrite)
     r = invoke("evaluate", str(run_dir), "--betas", "0.001,1", "--max-examples", "50", "--no-images",
                "--quiet")
+    assert_clean_error(r, "rd.json already exists", "--output", "--overwrite")
+    r = invoke("evaluate", str(run_dir), "--betas", "0.001,1", "--max-examples", "50", "--no-images",
+               "--quiet", "--output", "rd_outside.json")
     assert r.exit_code == 0, r.output
     assert "Warning: beta outside the MR-VAE" in r.output
+    assert json.loads((run_dir / "results" / "rd.json").read_text())["beta"] == rd["beta"]
     # resuming with other settings is refused with the differing field named
     r = invoke("train", *common, "--epochs", "1", "--beta-range", "0.1", "10", "--resume", "--no-eval")
     assert_clean_error(r, "differing fields", "beta_a: checkpoint=0.01, now=0.1")

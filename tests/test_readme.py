@@ -65,3 +65,26 @@ def test_own_vae_example_trains_and_evaluates_on_binary_mnist(data_root, tmp_pat
     assert all(math.isfinite(v) for v in rd["rate"] + rd["distortion"])
     assert rd["model"]["arch"] == "own_conv" and rd["evaluation"]["n_examples"] == 50
     assert (Path(rd["run"]) / "results" / "rd.json").exists()
+
+
+def test_readme_using_a_trained_model_snippet_runs(tmp_path):
+    """The README's "Using a trained model" section, run as written on a freshly trained (tiny) MR-VAE."""
+    import warnings
+
+    import _tiny_family as F
+    from deep.train import TrainConfig, train
+
+    (code,) = _snippets("<!-- README snippet: using a trained model, executed by tests/test_readme.py -->")
+    with F.registered_all():
+        run_dir = train(TrainConfig(dataset=F.DATASET, arch=F.ARCH, epochs=6, batch_size=32, lr=1e-2, device="cpu",
+                                    num_threads=1, out_dir=str(tmp_path), run_name="mr", eval_examples=20,
+                                    eval_batch_size=10), progress=False)
+        scope: dict = {"run_dir": str(run_dir)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")                 # every beta of the snippet is in the trained range
+            exec(compile(code, "README.md", "exec"), scope)
+    assert scope["mu"].shape == (8, 3) and scope["recon"].shape == scope["images"].shape == (8, 1, 6, 6)
+    torch.testing.assert_close(scope["recon"], scope["images"])
+    assert scope["samples"].shape == (16, 1, 6, 6) and scope["rate"].shape == (8,)
+    assert len(scope["curve"]["beta"]) == 10 and scope["curve"]["n_examples"] == 20
+    assert abs(scope["found"].rate - scope["target"]) <= 0.01 and 0.01 < scope["found"].beta < 10

@@ -54,7 +54,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from linvae.dataroot import (DataIntegrityError, DatasetMissingError, require_file,
+from linvae.dataroot import (DataIntegrityError, DatasetMissingError, require_file, verify_file,
                              resolve_data_root)
 
 from . import _readers as rd
@@ -783,7 +783,8 @@ def load_split(name: str = "dsprites", split: str = "train", data_dir: str | os.
     -- else the real sub-grid, labelled as a substitute), ``"full"``, ``"subgrid"``, ``"subset"``
     or ``"generated"``.  Options: ``grid="full"|"subgrid"`` (generated source only),
     ``cache=True`` (processed-array cache), ``score=True`` (generated source: record the pixel
-    agreement with the real subsets in ``meta()``), ``verify`` (accepted, the files are always
+    agreement with the real subsets in ``meta()``), ``verify`` (default True: check the file
+    against a ``SHA256SUMS`` manifest at the data root, when it lists the file; the files are always
     checked against the factor grid).
 
     Raises ``ValueError`` (unknown name, split, source or option), :class:`DatasetMissingError`
@@ -821,6 +822,9 @@ def load_split(name: str = "dsprites", split: str = "train", data_dir: str | os.
                 f"{SUBGRID_FILE} / {SUBSET_FILE} in {folder} (source=subgrid|subset), or use the "
                 f"faithful regeneration with --data-option source=generated (no file needed); or "
                 f"point --data-dir / $MRVAE_DATA at a folder that has them.")
+    source_file = {"full": FULL_FILE, "subgrid": SUBGRID_FILE, "subset": SUBSET_FILE}.get(source)
+    if options.get("verify", True) and source_file and (folder / source_file).exists():
+        verify_file(folder / source_file, dataset="dsprites", root=root)   # the data root's SHA256SUMS
     if source == "full":
         data = _load_full(root, split, bool(download), cache)
     elif source == "subgrid":

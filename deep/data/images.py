@@ -21,11 +21,12 @@ fixed-seed permutation.  Like the paper's code, ``"train"`` still holds all trai
 unless ``hold_out_valid=True``.  Processed arrays (parsed ``.amat``, resized PNGs and JPEGs)
 are cached under ``$XDG_CACHE_HOME/mrvae/processed`` (default ``~/.cache/mrvae/processed``).
 The cache key is the size and mtime of every source file.  The network is used only with
-``download=True``.
+``download=True``.  Source files are checked against their published digests (or a ``SHA256SUMS``
+manifest at the data root) on first use (``verify=True``, the default; see
+:func:`linvae.dataroot.verify_file`).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from linvae.dataroot import (DataIntegrityError, DatasetMissingError, file_digest,
-                             require_file, resolve_data_root)
+from linvae.dataroot import (DataIntegrityError, DatasetMissingError, require_file,
+                             resolve_data_root, verify_file)
 
 from . import _readers as rd
 from .registry import UnknownDatasetError
@@ -61,6 +62,15 @@ FIXED_BINARIZATION_SEED = 777      # evaluation binarisation of Omniglot (refere
 VALID_FRACTION = 0.05
 VALID_SEED = 1234
 CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+#: Published md5 of the files torchvision downloads (the values its CIFAR10 / SVHN classes check), and of
+#: CelebA's official split file.
+PUBLISHED_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+    "train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373", "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
+    "list_eval_partition.txt": "d32c9cbf5e040fd4025c592c306e6668",
+}
 
 _SUBSTITUTE_OMNIGLOT = ("substitute: torchvision Omniglot (background=train, evaluation=test) "
                         "resized to 28x28")
@@ -222,8 +232,8 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
 
     ``data_dir`` defaults to ``$MRVAE_DATA`` / ``~/.cache/mrvae/data``; ``download=True`` fetches
     missing files (nothing is fetched otherwise).  Options: ``hold_out_valid`` (train excludes
-    the carved validation images), ``cache`` (default True), ``verify`` (check checksums on
-    load), and per dataset: omniglot ``source="auto"|"iwae"|"torchvision"``; npz ``path``, ``key``,
+    the carved validation images), ``cache`` (default True), ``verify`` (default True: check the
+    published checksums, or the data root's ``SHA256SUMS``, on first use), and per dataset: omniglot ``source="auto"|"iwae"|"torchvision"``; npz ``path``, ``key``,
     ``layout``, ``likelihood``, ``binarize`` (None, ``"dynamic"``, ``"fixed-seed"``), ``flip``.
 
     Raises :class:`UnknownDatasetError`, ``ValueError`` (unknown split or option),
@@ -327,18 +337,18 @@ def _torchvision_download(cls_name: str, dataset: str, **kwargs: Any) -> None:
                                   f"{kwargs}) failed: {err}") from err
 
 
-def _verify_digest(path: Path, data: bytes | None, algo: str, expected: str, dataset: str) -> None:
-    """Raise :class:`DataIntegrityError` unless the digest of ``data`` (else of the file) matches."""
-    got = hashlib.new(algo, data).hexdigest() if data is not None else file_digest(path, algo)
-    if got != expected:
-        raise DataIntegrityError(f"{dataset}: {path} has {algo} {got}, expected {expected}; the "
-                                 f"file is corrupt: delete it and download it again")
+def _verify(paths: Sequence[Path], root: Path, dataset: str, verify: bool) -> None:
+    """Check each file against its published md5 (:data:`PUBLISHED_MD5`) or the data root's manifest."""
+    if verify:
+        for path in paths:
+            expected = PUBLISHED_MD5.get(path.name)
+            verify_file(path, dataset=dataset, algorithm="md5" if expected else None, expected=expected, root=root)
 
 
 # =========================================================================== mnist
 
 def _load_mnist(root: Path, split: str, download: bool, hold_out_valid: bool = False,
-                cache: bool = True, verify: bool = False) -> ImageSplit:
+                cache: bool = True, verify: bool = True) -> ImageSplit:
     folder = root / "binarized_mnist"
     plain = folder / f"binarized_mnist_{split}.amat"
     gz = folder / f"binarized_mnist_{split}.amat.gz"
@@ -357,8 +367,9 @@ def _load_mnist(root: Path, split: str, download: bool, hold_out_valid: bool = F
         return rd.parse_amat(raw["bytes"], path, 784, n_expected)
 
     if verify:
-        raw["bytes"] = rd.read_maybe_gzip(path)
-        _verify_digest(path, raw["bytes"], "sha256", MNIST_SHA256[split], "mnist")
+        verify_file(path, dataset="mnist", algorithm="sha256", expected=MNIST_SHA256[split],
+                    content=lambda: raw.setdefault("bytes", rd.read_maybe_gzip(path)),
+                    source="the published sha256 of the uncompressed .amat")
     key = {"split": split, "files": rd.file_signature([path]), "n": n_expected}
     flat, cinfo = rd.cached_array(f"mnist-{split}", key, parse, enabled=cache, pack_bits=784)
     if flat.shape != (n_expected, 784):
@@ -372,7 +383,7 @@ def _load_mnist(root: Path, split: str, download: bool, hold_out_valid: bool = F
 # =========================================================================== omniglot
 
 def _load_omniglot(root: Path, split: str, download: bool, hold_out_valid: bool = False,
-                   cache: bool = True, verify: bool = False, source: str = "auto") -> ImageSplit:
+                   cache: bool = True, verify: bool = True, source: str = "auto") -> ImageSplit:
     if source not in ("auto", "iwae", "torchvision"):
         raise ValueError(f"omniglot: unknown source {source!r}; choose 'auto' (chardata.mat if "
                          f"present, else the torchvision PNGs), 'iwae' or 'torchvision'")
@@ -393,7 +404,7 @@ def _load_omniglot(root: Path, split: str, download: bool, hold_out_valid: bool 
                      "the IWAE 28x28 split, md5 " + OMNIGLOT_CHARDATA_MD5 + "; or "
                      "load_split(..., download=True) / --download")
         if verify:
-            _verify_digest(chardata, None, "md5", OMNIGLOT_CHARDATA_MD5, "omniglot")
+            verify_file(chardata, dataset="omniglot", algorithm="md5", expected=OMNIGLOT_CHARDATA_MD5)
         probs, divisor = rd.read_chardata(chardata)[base][:, None], 1.0
         protocol, sources = "iwae-chardata", [chardata]
     else:
@@ -436,7 +447,7 @@ def _load_omniglot(root: Path, split: str, download: bool, hold_out_valid: bool 
 # =========================================================================== cifar10 / svhn
 
 def _load_cifar10(root: Path, split: str, download: bool, hold_out_valid: bool = False,
-                  cache: bool = True, verify: bool = False) -> ImageSplit:
+                  cache: bool = True, verify: bool = True) -> ImageSplit:
     base = "test" if split == "test" else "train"
     npz = root / "cifar10" / f"cifar10_{base}.npz"
     batches = root / "cifar-10-batches-py"
@@ -449,6 +460,7 @@ def _load_cifar10(root: Path, split: str, download: bool, hold_out_valid: bool =
                      f"load_split('cifar10', '{split}', download=True) or pass --download")
     if npz.exists():
         sources = [npz]
+        _verify(sources, root, "cifar10", verify)
         x, y, cinfo = _cached_pair(f"cifar10-{base}", sources,
                                    lambda: rd.read_image_npz(npz, "x", "NHWC"), cache)
     else:
@@ -456,6 +468,7 @@ def _load_cifar10(root: Path, split: str, download: bool, hold_out_valid: bool =
             require_file(batches / f, "cifar10", "torchvision.datasets.CIFAR10(root, download=True)",
                          "the python batches; or load_split(..., download=True) / --download")
         sources = [batches / f for f in CIFAR_FILES[base]]
+        _verify(sources, root, "cifar10", verify)
         x, y, cinfo = _cached_pair(f"cifar10-{base}", sources,
                                    lambda: rd.read_cifar_batches(batches, CIFAR_FILES[base]), cache)
     if x.shape[1:] != (3, 32, 32) or x.dtype != np.uint8:
@@ -466,7 +479,7 @@ def _load_cifar10(root: Path, split: str, download: bool, hold_out_valid: bool =
 
 
 def _load_svhn(root: Path, split: str, download: bool, hold_out_valid: bool = False,
-               cache: bool = True, verify: bool = False) -> ImageSplit:
+               cache: bool = True, verify: bool = True) -> ImageSplit:
     base = "test" if split == "test" else "train"
     folder = root / "svhn"
     mat = folder / f"{base}_32x32.mat"
@@ -475,6 +488,7 @@ def _load_svhn(root: Path, split: str, download: bool, hold_out_valid: bool = Fa
         _torchvision_download("SVHN", "svhn", root=str(folder), split=base)
     if mat.exists():
         source = mat
+        _verify([mat], root, "svhn", verify)
         x, y, cinfo = _cached_pair(f"svhn-{base}", [mat], lambda: rd.read_svhn_mat(mat), cache)
     else:
         require_file(npz if npz.exists() else mat, "svhn",
@@ -482,6 +496,7 @@ def _load_svhn(root: Path, split: str, download: bool, hold_out_valid: bool = Fa
                      f"or a pre-extracted {npz} with x (N,32,32,3 uint8) and y; run "
                      f"load_split('svhn', '{split}', download=True) or pass --download")
         source = npz
+        _verify([npz], root, "svhn", verify)
         x, y, cinfo = _cached_pair(f"svhn-{base}", [npz],
                                    lambda: rd.read_image_npz(npz, "x", "NHWC"), cache)
     if x.shape[1:] != (3, 32, 32) or x.dtype != np.uint8:
@@ -494,7 +509,7 @@ def _load_svhn(root: Path, split: str, download: bool, hold_out_valid: bool = Fa
 # =========================================================================== celeba64
 
 def _load_celeba64(root: Path, split: str, download: bool, hold_out_valid: bool = False,
-                   cache: bool = True, verify: bool = False) -> ImageSplit:
+                   cache: bool = True, verify: bool = True) -> ImageSplit:
     folder = root / "celeba"
     partition = folder / "list_eval_partition.txt"
     img_dir = folder / "img_align_celeba"
@@ -503,6 +518,7 @@ def _load_celeba64(root: Path, split: str, download: bool, hold_out_valid: bool 
         _torchvision_download("CelebA", "celeba64", root=str(root), split="all")
     require_file(partition, "celeba64", source, "the official split file; or --download")
     require_file(img_dir, "celeba64", source, "the aligned 178x218 JPEGs; or --download")
+    _verify([partition], root, "celeba64", verify)
     names = rd.read_celeba_partition(partition)[{"train": 0, "valid": 1, "test": 2}[split]]
     present = set(os.listdir(img_dir))
     have = [n for n in names if n in present]
@@ -537,7 +553,7 @@ def _npz_path(root: Path, template: str, split: str) -> Path:
 
 
 def _load_npz(root: Path, split: str, download: bool, hold_out_valid: bool = False,
-              cache: bool = True, verify: bool = False, path: str | os.PathLike | None = None,
+              cache: bool = True, verify: bool = True, path: str | os.PathLike | None = None,
               key: str | None = None, layout: str | None = None, likelihood: str | None = None,
               binarize: str | None = None, flip: bool = False) -> ImageSplit:
     if path is None:
@@ -554,6 +570,7 @@ def _load_npz(root: Path, split: str, download: bool, hold_out_valid: bool = Fal
     file = _npz_path(root, template, "train" if carve else split)
     require_file(file, "npz", "your own pre-extracted array file (no download exists)",
                  "x as (N,H,W), (N,H,W,C) or (N,C,H,W)")
+    _verify([file], root, "npz", verify)
     x, y = rd.read_image_npz(file, key, layout)
     if x.dtype == np.bool_:
         x = x.astype(np.uint8)

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from linvae.dataroot import DataIntegrityError, DatasetMissingError, file_digest, resolve_data_root
+from linvae.dataroot import DataIntegrityError, DatasetMissingError, resolve_data_root, verify_file
 
 __all__ = [
     "PAD", "BOS", "EOS", "UNK", "SPECIALS", "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "UNK_ALIASES",
@@ -408,14 +408,14 @@ def _count_documents(path: Path) -> int:
 
 
 def _verify(path: Path) -> str | None:
+    """The published md5 of ``path`` once the file matches it (hashed on first use only); ``None`` for a
+    file without one. Raises :class:`DataIntegrityError` naming the file and the expected md5."""
     expected = YAHOO_MD5.get(path.name)
     if expected is None:
         return None
-    got = file_digest(path, "md5")
-    if got != expected:
-        raise DataIntegrityError(f"yahoo: {path} has md5 {got}, expected {expected} (the published file); "
-                                 "it is corrupt or another version: fetch it again from the source")
-    return got
+    verify_file(path, dataset="yahoo", algorithm="md5", expected=expected,
+                source=f"the published file, from {YAHOO_SOURCE}")
+    return expected
 
 
 def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None, download: bool = False,
@@ -432,7 +432,8 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
         Every split of one setting gets the same vocabulary (it never depends on the split loaded).
     max_length: cut documents to their first ``max_length`` words (default: keep all; Yahoo has <= 200).
     max_vocab: with a built vocabulary, keep the ``max_vocab`` most frequent words.
-    verify: check the md5 of the published files (``DataIntegrityError`` on mismatch).
+    verify: check the md5 of the published files (default True; hashed on first use only;
+        ``DataIntegrityError`` on mismatch).
     bucket_batches: batches per length-sorting pool in :meth:`TextSplit.batches` (default 50; <= 1: none).
 
     Raises :class:`deep.data.images.UnknownDatasetError` (name), :class:`TextOptionError` (split / option),
@@ -453,7 +454,7 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
                               f"train on yahoo.valid.txt, evaluate on yahoo.test.txt), got {train_split!r}")
     max_length = _as_int("max_length", max_length, 1)
     max_vocab = _as_int("max_vocab", options.get("max_vocab"), 1)
-    verify = _as_bool("verify", options.get("verify", False))
+    verify = _as_bool("verify", options.get("verify", True))
     bucket_batches = _as_int("bucket_batches", options.get("bucket_batches", DEFAULT_BUCKET_BATCHES), 0)
     if not isinstance(vocab, (str, os.PathLike)):
         raise TextOptionError(f"option vocab must be 'auto', 'file', 'train' or a path, got {vocab!r}")

@@ -3,10 +3,20 @@ and write ``results/rd.json`` (JSON arrays indexed by beta, CompressAI style) pl
 
 The estimators are described in :mod:`deep.evaluate.loop` and written into every result file under
 ``estimators``; ``conventions`` repeats the run's units and definitions.
+
+Results are never replaced silently. Each result ``results/<name>.json`` has its own image folder
+(``images`` for ``rd.json``, ``images_<x>`` for ``rd_<x>.json``) and AIS file. When the result exists,
+``on_existing`` decides: ``"keep"`` (the library default, and what training and resuming do) moves the
+earlier result, its images and its AIS file to ``results/previous/<time it was written>/``; ``"refuse"``
+(``mrvae-cli deep evaluate`` without ``--overwrite``) stops before evaluating; ``"replace"``
+(``--overwrite``) replaces them.
 """
 from __future__ import annotations
 
+import datetime
 import os
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,17 +27,27 @@ from linvae.conditioning import BetaRange
 
 from deep.models import registry as families
 from deep.models.base import EvaluationOptionError
-from deep.train.config import TrainConfig, resolve_device
-from deep.train.loop import load_data, load_model_state, load_train_data
-from deep.train.runs import CheckpointMismatchError, RunError, RunPaths, load_checkpoint, read_json, write_json
+from deep.train.config import RUNTIME_FIELDS, TrainConfig, resolve_device
+from deep.train.lifecycle import load_run_data
+from deep.train.loop import load_model_state
+from deep.train.runs import (CheckpointMismatchError, RunError, RunPaths, load_latest_checkpoint, read_json,
+                             write_json)
 from deep.train.runtime import tune_cpu_allocator
 
 from . import metrics as M
 from .beta_metrics import MIG_OPTIONS, AISMetric, FIDMetric, MIGMetric
-from .images import save_image_grids
+from .images import clear_image_folder, save_image_grids
 from .loop import LOOP_OPTIONS, model_device, rd_sweep
 
-__all__ = ["evaluate_run", "load_run_model", "load_eval_data"]
+__all__ = ["evaluate_run", "load_run_model", "load_eval_data", "apply_evaluation_options", "ResultExistsError",
+           "ON_EXISTING"]
+
+#: What :func:`evaluate_run` does when its result file exists (see the module docstring).
+ON_EXISTING = ("keep", "refuse", "replace")
+
+
+class ResultExistsError(RunError, FileExistsError):
+    """The result an evaluation would write exists and ``on_existing="refuse"``."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -37,13 +57,15 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
                    model: nn.Module | None = None) -> tuple[TrainConfig, nn.Module, dict]:
     """Config, model (weights loaded, eval mode) and checkpoint of a run folder.
 
-    ``model`` overrides rebuilding through the architecture's ``rebuild`` (:mod:`deep.models.registry`).
+    The newest readable checkpoint is used (``checkpoint.pt``, else a kept ``checkpoint-eNNNN.pt`` with a
+    warning). ``model`` overrides rebuilding through the architecture's ``rebuild``
+    (:mod:`deep.models.registry`).
     """
     paths = RunPaths(run_dir)
     if not paths.root.is_dir():
         raise RunError(f"run folder {paths.root} does not exist; pass the folder that "
                        "`mrvae-cli deep train` printed")
-    ckpt = load_checkpoint(paths.checkpoint)
+    ckpt, used = load_latest_checkpoint(paths.root)
     try:
         config = TrainConfig.from_dict(ckpt["config"])
     except (TypeError, ValueError) as exc:
@@ -56,14 +78,29 @@ def load_run_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu
             raise CheckpointMismatchError(
                 f"checkpoint {paths.checkpoint} describes a model this code cannot build "
                 f"({ckpt['model_config']}): {exc}") from None
-    load_model_state(model, ckpt["model"], str(paths.checkpoint))
+    load_model_state(model, ckpt["model"], str(used))
     model = model.to(device).eval()
     return config, model, ckpt
 
 
+def apply_evaluation_options(model: nn.Module, options: dict) -> tuple[dict, dict, dict]:
+    """Split evaluation options into the loop's (:data:`deep.evaluate.loop.LOOP_OPTIONS`), MIG's and the
+    family's, and hand the family's to ``model.set_evaluation_options``; returns the three dicts."""
+    options = dict(options)
+    loop_opts = {k: options.pop(k) for k in LOOP_OPTIONS if k in options}
+    mig_opts = {k: options.pop(k) for k in MIG_OPTIONS if k in options}
+    try:
+        model.set_evaluation_options(**options)
+    except EvaluationOptionError as exc:
+        raise EvaluationOptionError(f"{exc}; the evaluator itself takes {list(LOOP_OPTIONS) + list(MIG_OPTIONS)}"
+                                    ) from None
+    return loop_opts, mig_opts, options
+
+
 def load_eval_data(config: TrainConfig, split: str = "test", data_dir: str | None = None):
-    """The evaluation split of the run's dataset (its loader in :mod:`deep.models.registry`)."""
-    return load_data(config, split, data_dir)
+    """The evaluation split of the run's dataset (its loader in :mod:`deep.models.registry`), from the
+    run's data root (or ``data_dir``; :func:`deep.train.lifecycle.load_run_data`)."""
+    return load_run_data(config, split, data_dir)
 
 
 def _recalibrator(model: nn.Module, config: TrainConfig, n_examples: int, batch_size: int,
@@ -74,7 +111,7 @@ def _recalibrator(model: nn.Module, config: TrainConfig, n_examples: int, batch_
         return None
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return None
-    train_data = load_train_data(config.replace(data_dir=data_dir or config.data_dir))
+    train_data = load_run_data(config, "train", data_dir)
     idx = torch.arange(min(n_examples, len(train_data)))
     device = model_device(model)
 
@@ -124,8 +161,16 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
                  model: nn.Module | None = None, data: Any = None, progress: bool = False,
                  out_name: str | None = None, fid_samples: int = 0, fid_weights: str | None = None,
                  fid_extractor: Any = None, download: bool = False, sweep_options: dict | None = None,
-                 ais: Any = None, ais_examples: int = 16, ais_bdmc: bool = False) -> dict:
-    """Evaluate a run folder; write and return ``results/rd.json`` (``rd_<split>.json`` for other splits).
+                 ais: Any = None, ais_examples: int = 16, ais_bdmc: bool = False,
+                 on_existing: str = "keep") -> dict:
+    """Evaluate a run folder; write and return ``results/rd.json`` (``rd_<split>.json`` for other splits,
+    ``out_name`` to choose).
+
+    ``on_existing`` says what happens to an earlier result of that name (module docstring): ``"keep"`` moves
+    it to ``results/previous/<time>/``, ``"refuse"`` raises :class:`ResultExistsError` before evaluating,
+    ``"replace"`` replaces it (its images and AIS file too). ``max_examples``: the first N test examples
+    (default: the run's ``eval_examples``, all when it is unset; 0: all). ``data_dir``: the data root (default:
+    the run's, else ``$MRVAE_DATA``, see :func:`deep.train.lifecycle.run_data_root`).
 
     MR-VAE: ``n_betas`` (default: the run's ``n_betas``, 20) log-spaced betas over its trained range, or
     the given ``betas`` (a warning for any outside the trained range). beta-VAE: one point at its beta.
@@ -146,17 +191,34 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
     it, the file ``paper_figures/fig_ais.py`` draws.
     """
     paths = RunPaths(run_dir)
+    if on_existing not in ON_EXISTING:
+        raise ValueError(f"on_existing must be one of {ON_EXISTING}, got {on_existing!r}")
+    name = out_name or ("rd.json" if split == "test" else f"rd_{split}.json")
+    if Path(name).name != name or not name.endswith(".json"):
+        raise ValueError(f"the result name {name!r} must be a file name ending in .json (it goes to "
+                         f"{paths.results})")
+    if on_existing == "refuse" and (paths.results / name).exists():
+        raise ResultExistsError(_exists_message(paths.results / name))
     run_config = None
     if paths.config.exists():
-        run_config = read_json(paths.config)
-    cfg0 = TrainConfig.from_dict(run_config["config"]) if run_config else None
+        try:
+            run_config = read_json(paths.config)
+        except (OSError, ValueError):
+            run_config = None
+    try:
+        cfg0 = TrainConfig.from_dict(run_config["config"]) if run_config else None
+    except (KeyError, TypeError, ValueError):
+        cfg0 = None
     dev = resolve_device(device or (cfg0.device if cfg0 else "auto"))
     if dev.type == "cpu":
         tune_cpu_allocator()
     config, model, ckpt = load_run_model(run_dir, dev, model=model)
+    if cfg0 is not None:   # the run's current runtime settings (a resume may have changed them) over the checkpoint's
+        config = config.replace(**{k: getattr(cfg0, k) for k in RUNTIME_FIELDS})
     if data is None:
         data = load_eval_data(config, split, data_dir)
     n_betas = int(n_betas or config.n_betas)
+    max_examples = config.eval_examples if max_examples is None else (int(max_examples) or None)
     iw_k = config.iw_k if iw_k is None else int(iw_k)
     batch_size = int(batch_size or config.eval_batch_size)
     is_mr = bool(getattr(model, "is_mr", config.mr))
@@ -180,14 +242,7 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
         else:
             notes.append(f"BatchNorm statistics recomputed at each beta from {recalibrate_examples} training "
                          "images (one pass per beta)")
-    options = {**config.eval_options, **(sweep_options or {})}
-    loop_opts = {k: options.pop(k) for k in LOOP_OPTIONS if k in options}
-    mig_opts = {k: options.pop(k) for k in MIG_OPTIONS if k in options}
-    try:
-        model.set_evaluation_options(**options)
-    except EvaluationOptionError as exc:
-        raise EvaluationOptionError(f"{exc}; the evaluator itself takes {list(LOOP_OPTIONS) + list(MIG_OPTIONS)}"
-                                    ) from None
+    loop_opts, mig_opts, options = apply_evaluation_options(model, {**config.eval_options, **(sweep_options or {})})
     if loop_opts or mig_opts or options:
         notes.append(f"evaluation options: {dict(**loop_opts, **mig_opts, **options)}")
     if mi_examples is not None:
@@ -223,10 +278,16 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
         estimators["fid"] = fid_error
     imgs = sweep_out.pop("images", None)
     results_dir = paths.results
-    name = out_name or ("rd.json" if split == "test" else f"rd_{split}.json")
+    folder, ais_name = _companions(name)
+    previous = None
+    if (results_dir / name).exists():
+        if on_existing == "keep":
+            previous = _archive(results_dir, name)
+            notes.append(f"the earlier {name} was kept in {previous}")
+        else:
+            _remove_result(results_dir, name)
     written = {}
     if images and imgs:
-        folder = "images" if name == "rd.json" else "images_" + Path(name).stem.removeprefix("rd_")
         written = save_image_grids(imgs, grid, results_dir / folder)
     beta_range = getattr(model, "beta_range", None)
     first = ("beta", "log_beta", "rate", "distortion", "neg_elbo", "loss", "iw_nll", "active_units",
@@ -267,9 +328,9 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
     results_dir.mkdir(parents=True, exist_ok=True)
     path = write_json(results_dir / name, results)
     results["path"] = str(path)
+    if previous is not None:
+        results["previous"] = str(previous)
     if ais_metric is not None:
-        stem = Path(name).stem
-        ais_name = "ais.json" if name == "rd.json" else f"ais_{stem.removeprefix('rd_')}.json"
         reduced = ((run_config or {}).get("conventions") or {}).get("reduced_protocol")
         st = ais_metric.settings
         label = (f"{results['model']['kind']} {config.dataset}/{config.arch}, trained {ckpt['epoch']} epoch(s)"
@@ -279,4 +340,70 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
         ais_out = ais_metric.results(protocol=label)
         ais_out.update({"run": str(paths.root), "rd_results": name, "config": config.to_dict()})
         results["ais_path"] = str(write_json(results_dir / ais_name, ais_out))
+    _log_curve(config, paths.root, results, Path(name).stem)
     return results
+
+
+# ------------------------------------------------------------------------------------------
+# results never lost
+# ------------------------------------------------------------------------------------------
+def _companions(name: str) -> tuple[str, str]:
+    """The image folder and the AIS file that belong to result ``name``."""
+    if name == "rd.json":
+        return "images", "ais.json"
+    tag = Path(name).stem.removeprefix("rd_")
+    return f"images_{tag}", f"ais_{tag}.json"
+
+
+def _exists_message(target: Path) -> str:
+    try:
+        old = read_json(target)
+        what = (f"{len(old.get('beta') or [])} beta(s) on {(old.get('evaluation') or {}).get('n_examples')} "
+                f"{old.get('split', '')} examples, after {(old.get('model') or {}).get('epochs_trained')} epoch(s)")
+    except (OSError, ValueError, AttributeError):
+        what = "unreadable"
+    when = datetime.datetime.fromtimestamp(target.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    return (f"{target} already exists ({what}; written {when}); pass --output NAME to write a new result next to "
+            "it, or --overwrite to replace it and its images (Python: out_name=..., on_existing='replace' or "
+            "'keep')")
+
+
+def _archive(results_dir: Path, name: str) -> Path:
+    """Move result ``name``, its image folder and its AIS file to ``results/previous/<time written>/``."""
+    target = results_dir / name
+    stamp = datetime.datetime.fromtimestamp(target.stat().st_mtime, tz=datetime.timezone.utc).strftime(
+        "%Y%m%d-%H%M%S")
+    dest, i = results_dir / "previous" / stamp, 1
+    while (dest / name).exists():
+        dest, i = results_dir / "previous" / f"{stamp}-{i}", i + 1
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in (name, *_companions(name)):
+        if (results_dir / part).exists():
+            shutil.move(str(results_dir / part), str(dest / part))
+    return dest
+
+
+def _remove_result(results_dir: Path, name: str) -> None:
+    """Delete result ``name``, the grids in its image folder and its AIS file (``on_existing="replace"``)."""
+    folder, ais_name = _companions(name)
+    for part in (name, ais_name):
+        (results_dir / part).unlink(missing_ok=True)
+    clear_image_folder(results_dir / folder)
+
+
+def _log_curve(config: TrainConfig, run_dir: Path, results: dict, name: str) -> None:
+    """Send the curve to the run's experiment tracker (``config.log``); a missing package only warns here
+    (the result file is written)."""
+    if not config.log or config.log == "none":
+        return
+    from deep.train.trackers import TrackerUnavailableError, open_tracker
+
+    try:
+        tracker = open_tracker(config.log, run_dir)
+    except TrackerUnavailableError as exc:
+        warnings.warn(f"the RD curve was not logged: {exc}", stacklevel=3)
+        return
+    try:
+        tracker.log_curve(results, name=name)
+    finally:
+        tracker.close()

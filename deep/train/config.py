@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # torch-free at import: the CLI builds its options and help f
 
 __all__ = ["ConfigError", "TrainConfig", "KL_SCHEDULES", "KL_SCHEDULE_UNITS", "LR_SCHEDULES", "OBJECTIVES",
            "OPTIMIZERS", "PRECISIONS", "RECIPES", "RECIPE_FIELDS", "LOSS_NORMALIZATIONS", "BASELINE_BETAS",
-           "RUNTIME_FIELDS", "VAL_BETAS", "resolve_device", "run_dir_for", "load_config", "config_diff", "field_help",
-           "field_choices", "precision_problem"]
+           "RUNTIME_FIELDS", "VAL_BETAS", "LOGGERS", "resolve_device", "run_dir_for", "load_config", "config_diff",
+           "field_help", "field_choices", "precision_problem"]
 
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 
@@ -62,7 +62,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: ``precision`` is one of them so a run can continue on other hardware (each epoch's precision is logged).
 RUNTIME_FIELDS = frozenset({"device", "num_threads", "out_dir", "data_dir", "run_name", "n_betas",
                             "iw_k", "eval_batch_size", "download", "val_max_examples", "precision",
-                            "eval_options"})
+                            "eval_options", "eval_examples", "keep_checkpoints", "log"})
+
+#: Experiment trackers ``log`` may name (metrics.jsonl is always written and stays the source of truth).
+LOGGERS = ("none", "tensorboard")
 
 
 #: Betas (log-spaced over the trained range) at which an MR-VAE's validation loss is averaged.
@@ -188,10 +191,16 @@ class TrainConfig:
     data_dir: str | None = _doc(None, "Data root (default: $MRVAE_DATA, else ~/.cache/mrvae/data).")
     out_dir: str = _doc("runs", "Parent folder of the run folders.")
     run_name: str | None = _doc(None, "Run folder name (default: derived from the settings).")
+    keep_checkpoints: int = _doc(2, "Keep the checkpoints of the last N epochs (checkpoint-eNNNN.pt); a corrupt "
+                                 "latest one falls back to the previous. 1: checkpoint.pt only.")
+    log: str = _doc("none", "Also log per-epoch metrics and the evaluated RD curve to an experiment tracker "
+                    "(tensorboard: pip install -e '.[tb]'); metrics.jsonl is always written.", choices=LOGGERS)
     n_betas: int = _doc(20, "Betas on the evaluated RD curve (MR-VAE).")
     iw_k: int = _doc(0, "Importance samples for the IW-NLL (0: off; it costs k decoder passes per beta).")
     eval_batch_size: int = _doc(100, "Test images per evaluation batch (batched MR passes hold up to 256 rows "
                                 "on CPU, 8192 on CUDA).")
+    eval_examples: int | None = _doc(None, "Evaluate on the first N test examples (default: the whole test set); "
+                                     "resume and deep evaluate use it too.")
     max_train_examples: int | None = _doc(None, "Train on a fixed subset of N examples (a reduced protocol, "
                                           "labelled in the results).")
     val_split: str | None = _doc(None, "Split scored after every epoch (val_loss in metrics.jsonl; drives the "
@@ -241,6 +250,10 @@ class TrainConfig:
             raise ConfigError("plateau schedule needs plateau_patience >= 0 and plateau_factor in (0, 1)")
         if self.val_max_examples is not None and self.val_max_examples < 2:
             raise bad("val_max_examples", "must be >= 2 (or None for the whole validation split)")
+        if self.eval_examples is not None and self.eval_examples < 2:
+            raise bad("eval_examples", "must be >= 2 (or None for the whole test split)")
+        if int(self.keep_checkpoints) < 1:
+            raise bad("keep_checkpoints", "must be >= 1 (1 keeps checkpoint.pt only)")
         for name in ("epochs", "batch_size", "n_betas", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be a positive integer")

@@ -43,15 +43,17 @@ from deep.models import registry as families
 from deep.models.base import RATE_DEFINITION, MultiRateVAE, batch_size_of
 
 from . import distributed as D
-from .config import (VAL_BETAS, ConfigError, TrainConfig, config_diff, load_config,
+from .config import (VAL_BETAS, ConfigError, TrainConfig, config_diff,
                      resolve_device, run_dir_for)
 from .runtime import tune_cpu_allocator
 from .schedules import kl_factor, lr_factor
+from .lifecycle import absolute_data_root
 from .runs import (
-    CheckpointMismatchError, NonFiniteLossError, RunExistsError, RunPaths, append_jsonl,
-    code_version, jsonable, load_checkpoint, peak_memory_mb, read_jsonl, rng_state,
+    CheckpointError, CheckpointMismatchError, NonFiniteLossError, RunExistsError, RunPaths, append_jsonl,
+    code_version, jsonable, load_latest_checkpoint, peak_memory_mb, read_jsonl, rng_state,
     save_checkpoint, set_rng_state, write_json,
 )
+from .trackers import open_tracker
 
 
 def load_data(config: TrainConfig, split: str = "train", data_dir: str | None = None) -> Any:
@@ -326,6 +328,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     good checkpoint is kept), :class:`CheckpointMismatchError` when resuming another config.
     """
     config.validate()
+    config = config.replace(data_dir=absolute_data_root(config.data_dir))   # the run works from any directory
     say = log or (lambda msg: None)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -347,17 +350,23 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     paths = RunPaths(run_dir)
 
     ckpt = None
-    if paths.checkpoint.exists():
+    if paths.checkpoint_files():
         if not resume:
             try:
-                done = load_checkpoint(paths.checkpoint)["epoch"]
-                what = f"epoch {done} of {config.epochs}"
-            except Exception:
-                what = "unreadable"
+                state, used = load_latest_checkpoint(run_dir, warn=False)
+            except CheckpointError as exc:
+                raise RunExistsError(
+                    f"run folder {run_dir} has no readable checkpoint ({exc.reason}): it cannot be resumed. "
+                    f"Choose another --run-name / --out for a new run, or delete {run_dir} to train it again "
+                    "from scratch") from None
+            what = f"epoch {state['epoch']} of {config.epochs}" + (
+                f", in {used.name}: {paths.checkpoint.name} is unreadable" if used != paths.checkpoint else "")
             raise RunExistsError(
                 f"run folder {run_dir} already has a checkpoint ({what}); pass --resume to continue "
                 "it, or choose another --run-name / --out for a new run")
-        ckpt = load_checkpoint(paths.checkpoint)
+        ckpt, used = load_latest_checkpoint(run_dir)
+        if used != paths.checkpoint:
+            say(f"{paths.checkpoint.name} is unreadable; continuing from {used.name} (epoch {ckpt['epoch']})")
         diff = config_diff(ckpt["config"], config.to_dict())
         if diff:
             raise CheckpointMismatchError(
@@ -366,6 +375,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
                 "(--run-name / --out)")
     elif resume:
         say(f"no checkpoint in {run_dir}; starting a new run")
+    tracker = open_tracker(config.log, run_dir) if main else None   # a missing package fails before training
 
     # data and model ------------------------------------------------------------------------
     if model is None:
@@ -474,7 +484,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
                 "step": step, "elapsed_s": elapsed, "metrics": jsonable(metrics)}
 
     def fail(reason: str, epoch: int, extra: dict) -> NonFiniteLossError:
-        last = load_checkpoint(paths.checkpoint)["epoch"] if paths.checkpoint.exists() else None
+        last = done_epoch if done_epoch > 0 else None
         kept = (f"the last good checkpoint (epoch {last}) was kept" if last is not None
                 else "no checkpoint was written (it failed in the first epoch)")
         if main:
@@ -486,6 +496,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
                                   f"{kept}; details in {paths.failure}. Try a lower --lr or --grad-clip.")
 
     last_epoch = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
+    done_epoch = start_epoch
     for epoch in range(start_epoch, last_epoch):
         model.train()
         if ctx.rank > 0:  # per-process streams: deterministic in (seed, rank, epoch), whatever came before
@@ -606,14 +617,18 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
             record["lr_plateau_scale"] = plateau["scale"]
         if main:
             append_jsonl(paths.metrics, record)
-            save_checkpoint(paths.checkpoint, checkpoint_state(epoch + 1, record))
+            save_checkpoint(paths.checkpoint, checkpoint_state(epoch + 1, record), keep=config.keep_checkpoints)
+            if tracker is not None:
+                tracker.log_epoch(record)
+        done_epoch = epoch + 1
         D.barrier(ctx)
         say(f"epoch {epoch + 1}/{config.epochs}: loss {means[0]:.3f} rate {means[1]:.3f} "
             f"distortion {means[2]:.3f} ({n_seen / dt:.0f} examples/s)")
 
+    if tracker is not None:
+        tracker.close()
     if main:
-        done = load_checkpoint(paths.checkpoint)["epoch"] if paths.checkpoint.exists() else 0
-        if done >= config.epochs:
+        if done_epoch >= config.epochs:
             history = read_jsonl(paths.metrics)
             write_json(paths.summary, {
                 "status": "complete", "epochs": config.epochs, "steps": step, "time_s": elapsed,
@@ -627,10 +642,17 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
     return run_dir
 
 
-def resume_run(run_dir: str | os.PathLike, **kwargs: Any) -> Path:
-    """Continue the run in ``run_dir`` with the configuration stored there."""
-    run_dir = Path(run_dir)
-    config = load_config(run_dir).replace(out_dir=str(run_dir.parent), run_name=run_dir.name)
+def resume_run(run_dir: str | os.PathLike, *, overrides: dict | None = None, **kwargs: Any) -> Path:
+    """Continue the run in ``run_dir`` with the configuration stored there (``config.json``, else its newest
+    readable checkpoint's), from its newest readable checkpoint.
+
+    ``overrides``: runtime fields to change (:data:`deep.train.config.RUNTIME_FIELDS`: device, threads,
+    ``data_dir``, the evaluation settings, ``keep_checkpoints``, ``log``; ``None`` values are ignored); the run
+    records them. The run's data root is used when it still exists, else ``data_dir`` / ``$MRVAE_DATA`` (with
+    a warning). Other keyword arguments go to :func:`train`."""
+    from .lifecycle import load_run_config, resume_settings
+
+    config = resume_settings(load_run_config(run_dir), overrides, resolve_data=kwargs.get("data") is None)
     return train(config, resume=True, **kwargs)
 
 

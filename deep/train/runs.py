@@ -6,7 +6,11 @@ A run folder holds::
                      protocol and the code version
     metrics.jsonl    one JSON line per finished epoch (loss, rate, distortion, lr, time, examples/s)
     checkpoint.pt    the last good state (model, optimiser, scheduler, RNG states, epoch, step), written
-                     atomically (temporary file + ``os.replace``) after every epoch
+                     atomically (temporary file + ``os.replace``) after every epoch, with a digest of its
+                     contents (a file changed afterwards is refused, not loaded)
+    checkpoint-eNNNN.pt  the checkpoints of the latest ``keep_checkpoints`` epochs (``--keep``, default 2; the
+                     newest is a hard link to checkpoint.pt): when checkpoint.pt is unreadable, resume and
+                     evaluation fall back to the newest readable one with a warning
     summary.json     written when training finishes (time, throughput, peak memory)
     failure.json     written when training stops on a non-finite loss (the reason; checkpoint kept)
     results/         evaluation outputs (``rd.json``, image grids)
@@ -15,12 +19,18 @@ Checkpoints hold only tensors and plain Python values, so they load with ``weigh
 """
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import json
 import math
 import os
 import random
+import re
+import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +40,7 @@ import torch
 __all__ = [
     "RunError", "CheckpointError", "CheckpointMismatchError", "NonFiniteLossError",
     "RunExistsError", "CHECKPOINT_FORMAT", "RunPaths", "write_json", "read_json", "append_jsonl",
-    "read_jsonl", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
+    "read_jsonl", "save_checkpoint", "load_checkpoint", "load_latest_checkpoint", "rng_state", "set_rng_state",
     "code_version", "peak_memory_mb", "jsonable",
 ]
 
@@ -43,7 +53,11 @@ class RunError(RuntimeError):
 
 
 class CheckpointError(RunError):
-    """A checkpoint is missing, unreadable or not a mrvae checkpoint."""
+    """A checkpoint is missing, unreadable or not a mrvae checkpoint (``reason``: the short cause)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -75,6 +89,20 @@ class RunPaths:
     @property
     def checkpoint(self) -> Path:
         return self.root / "checkpoint.pt"
+
+    def kept_checkpoint(self, epoch: int) -> Path:
+        """The kept checkpoint of ``epoch`` (``checkpoint-eNNNN.pt``)."""
+        return self.root / f"checkpoint-e{int(epoch):04d}.pt"
+
+    def kept_checkpoints(self) -> list[Path]:
+        """The kept checkpoints, newest epoch first."""
+        found = [(int(m.group(1)), p) for p in self.root.glob("checkpoint-e*.pt")
+                 if (m := re.fullmatch(r"checkpoint-e(\d+)\.pt", p.name))]
+        return [p for _, p in sorted(found, reverse=True)]
+
+    def checkpoint_files(self) -> list[Path]:
+        """Every checkpoint file of the run, in the order resume tries them (checkpoint.pt first)."""
+        return [p for p in (self.checkpoint, *self.kept_checkpoints()) if p.exists()]
 
     @property
     def summary(self) -> Path:
@@ -117,20 +145,35 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
+def _atomic_write_bytes(path: Path, write, also: Path | None = None) -> None:
+    """Write through a temporary file, fsync, then ``os.replace`` onto ``path`` (and, first, onto ``also``
+    as a hard link to the same file, or a copy where links are not supported)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    extra = None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if also is not None:
+            extra = tmp + ".link"
+            try:
+                os.link(tmp, extra)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                shutil.copyfile(tmp, extra)
+            os.replace(extra, also)
+            extra = None
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        for leftover in (tmp, extra):
+            if leftover is not None:
+                try:
+                    os.unlink(leftover)
+                except FileNotFoundError:
+                    pass
         raise
 
 
@@ -153,10 +196,19 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines file; a torn last line (a process killed while appending) is skipped."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -197,11 +249,76 @@ def set_rng_state(state: dict, generators: dict[str, torch.Generator] | None = N
 # ------------------------------------------------------------------------------------------
 # checkpoints
 # ------------------------------------------------------------------------------------------
-def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` (plus a format tag) atomically: a crash never leaves a half-written file."""
+def state_digest(state: dict) -> str:
+    """sha256 of a checkpoint's contents: every tensor's dtype, shape and bytes and every plain value, in a
+    fixed order (dict keys sorted), so the same state gives the same digest after a save / load round trip."""
+    h = hashlib.sha256()
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(obj, dict):
+            h.update(b"{")
+            for key in sorted(obj, key=str):
+                h.update(repr(key).encode())
+                walk(obj[key])
+            h.update(b"}")
+        elif isinstance(obj, (list, tuple)):
+            h.update(b"[")
+            for v in obj:
+                walk(v)
+            h.update(b"]")
+        else:
+            h.update(repr(obj).encode())
+
+    walk(state)
+    return h.hexdigest()
+
+
+def _epoch_in(path: Path) -> int | None:
+    try:
+        return int(load_checkpoint(path)["epoch"])
+    except Exception:
+        return None
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict, keep: int = 1) -> Path:
+    """Write ``state`` (plus a format tag and a digest of its contents) atomically: a crash never leaves a
+    half-written file. ``keep`` > 1 also keeps it as ``checkpoint-eNNNN.pt`` (``state["epoch"]``; a hard link)
+    and removes kept checkpoints older than the newest ``keep``.
+
+    Raises :class:`CheckpointError` when the file cannot be written (disk full, ...); the previous
+    checkpoint is left as it was."""
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **state}
-    _atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    payload["digest"] = state_digest(payload)
+    paths = RunPaths(path.parent)
+    also = paths.kept_checkpoint(state["epoch"]) if keep > 1 and "epoch" in state else None
+    try:
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        _atomic_write_bytes(path, lambda f: f.write(buf.getbuffer()), also=also)
+    except OSError as exc:
+        previous = _epoch_in(path)
+        kept = (f"the checkpoint of epoch {previous} is intact" if previous is not None
+                else "no earlier checkpoint was lost")
+        raise CheckpointError(
+            f"could not write the checkpoint of epoch {state.get('epoch', '?')} to {path.parent} "
+            f"({exc.strerror or exc}); {kept}. Free some space (or fix the folder), then continue with "
+            f"`mrvae-cli deep resume {path.parent}`", reason=str(exc.strerror or exc)) from None
+    if path.name == "checkpoint.pt":   # the newest `keep` epochs stay (none but checkpoint.pt for keep=1) ...
+        kept = paths.kept_checkpoints()
+        stale = kept[keep:] if keep > 1 else kept
+        if "epoch" in state:             # ... and none of an abandoned later epoch (after a fall-back)
+            stale += [p for p in kept if int(p.stem.rsplit("-e", 1)[1]) > int(state["epoch"])]
+        for old in stale:
+            try:
+                old.unlink()
+            except FileNotFoundError:
+                pass
     return path
 
 
@@ -209,28 +326,64 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises :class:`CheckpointError` with a clear message when the file is missing, corrupt
-    (truncated, not a torch file) or not a mrvae deep checkpoint.
+    (truncated, not a torch file, contents changed since it was written) or not a mrvae deep checkpoint.
+    :func:`load_latest_checkpoint` falls back to the kept checkpoints of a run folder.
     """
     path = Path(path)
     if path.is_dir():
         path = RunPaths(path).checkpoint
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: train the run first "
-                              "(`mrvae-cli deep train ...`) or check the run folder path")
+                              "(`mrvae-cli deep train ...`) or check the run folder path", reason="missing")
+    fallback = ("`mrvae-cli deep resume` and `deep evaluate` fall back to an earlier kept checkpoint "
+                "(checkpoint-eNNNN.pt) when the run has one")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for bad files
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a mrvae checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); restore a good copy or "
-            "delete the run folder and train again") from None
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a mrvae checkpoint ({why}); {fallback}",
+                              reason=f"corrupt: {why[:160]}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is a torch file but not a mrvae deep checkpoint "
-                              f"(format tag {state.get('format') if isinstance(state, dict) else None!r})")
+        tag = state.get("format") if isinstance(state, dict) else None
+        raise CheckpointError(f"{path} is a torch file but not a mrvae deep checkpoint (format tag {tag!r})",
+                              reason=f"not a mrvae checkpoint (format tag {tag!r})")
     missing = [k for k in ("config", "model_config", "model", "epoch", "step") if k not in state]
     if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {missing}; it is incomplete or from another tool")
+        raise CheckpointError(f"checkpoint {path} lacks {missing}; it is incomplete or from another tool",
+                              reason=f"incomplete (lacks {missing})")
+    if "digest" in state:
+        expected = state.pop("digest")
+        if state_digest(state) != expected:
+            raise CheckpointError(f"checkpoint {path} fails its integrity check: its contents changed after it "
+                                  f"was written (bit rot, a bad copy); {fallback}",
+                                  reason="fails its integrity check (contents changed after writing)")
     return state
+
+
+def load_latest_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                           warn: bool = True) -> tuple[dict, Path]:
+    """The newest readable checkpoint of a run folder and its path: ``checkpoint.pt``, else the kept
+    ``checkpoint-eNNNN.pt`` files, newest first (a ``UserWarning`` says which file was unreadable and which
+    epoch the run continues from). Raises :class:`CheckpointError` when there is none, saying what works."""
+    paths = RunPaths(run_dir)
+    files = paths.checkpoint_files()
+    if not files:
+        return load_checkpoint(paths.checkpoint, map_location), paths.checkpoint   # the "no checkpoint" error
+    problems: list[str] = []
+    for path in files:
+        try:
+            state = load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            problems.append(f"{path.name}: {exc.reason}")
+            continue
+        if problems and warn:
+            warnings.warn(f"{'; '.join(problems)} -- unreadable; continuing from {path.name} "
+                          f"(epoch {state['epoch']}) in {paths.root}", stacklevel=2)
+        return state, path
+    raise CheckpointError(
+        f"no readable checkpoint in {paths.root} ({'; '.join(problems)}): this run cannot be resumed or "
+        f"evaluated. Train it again under another --run-name / --out (or delete {paths.root} first); "
+        "`--keep N` keeps the checkpoints of the last N epochs", reason="no readable checkpoint")
 
 
 # ------------------------------------------------------------------------------------------
