@@ -336,8 +336,9 @@ def _evaluate_and_report(run_dir: Path, *, n_betas: int, iw_k: int, batch_size: 
     if results.get("ais_path"):
         click.echo(f"{'beta':>9} {'AIS R':>9} {'AIS D':>10} {'enc R':>9} {'enc D':>10} {'gap':>8} {'BDMC':>7}"
                    "   (AIS point of the decoder at lam = 1/beta vs the encoder, same examples; nats)")
+        bdmc = results.get("bdmc_gap") or [None] * len(results["beta"])   # absent when BDMC was not run
         for j, b in enumerate(results["beta"]):
-            bd = results["bdmc_gap"][j]
+            bd = bdmc[j]
             click.echo(f"{b:9.4g} {results['ais_rate_at_beta'][j]:9.2f} {results['ais_distortion_at_beta'][j]:10.2f} "
                        f"{results['ais_encoder_rate'][j]:9.2f} {results['ais_encoder_distortion'][j]:10.2f} "
                        f"{results['inference_gap'][j]:8.2f} {'-' if bd is None else f'{bd:.2f}':>7}")
