@@ -1,7 +1,9 @@
-"""The README's "Make your own VAE multi-rate" snippet and docs/examples/own_vae.py run as documented."""
+"""The README's "Make your own VAE multi-rate" snippet and docs/examples/own_vae.py run as documented, and
+every relative link and image of README.md and docs/ points to a file that exists."""
 import importlib.util
 import math
 import re
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,56 @@ def test_readme_using_a_trained_model_snippet_runs(tmp_path):
     assert scope["samples"].shape == (16, 1, 6, 6) and scope["rate"].shape == (8,)
     assert len(scope["curve"]["beta"]) == 10 and scope["curve"]["n_examples"] == 20
     assert abs(scope["found"].rate - scope["target"]) <= 0.01 and 0.01 < scope["found"].beta < 10
+
+
+# -- links and images of README.md and docs/ ---------------------------------------------------------------
+#: ``[text](target)`` and ``![alt](target "title")``; ``<img src="target">``; reference definitions ``[x]: target``
+_LINK_PATTERNS = (re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)"),
+                  re.compile(r"<img\b[^>]*\bsrc=[\"']([^\"']+)[\"']", re.I),
+                  re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", re.M))
+
+
+def _markdown_targets(text: str) -> list[str]:
+    """Link and image targets of a Markdown text, outside fenced code blocks and inline code spans."""
+    text = re.sub(r"^\s*(```|~~~).*?^\s*\1", "", text, flags=re.S | re.M)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return [t for pattern in _LINK_PATTERNS for t in pattern.findall(text)]
+
+
+def broken_links(files: list[Path]) -> list[str]:
+    """``file: target`` for every relative link or image whose file does not exist (anchors are not checked;
+    URLs with a scheme and in-page anchors are skipped)."""
+    broken = []
+    for md in files:
+        for target in _markdown_targets(md.read_text()):
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", target) or target.startswith("#"):
+                continue
+            path = urllib.parse.unquote(target.split("#", 1)[0].split("?", 1)[0])
+            if not (md.parent / path).exists():
+                broken.append(f"{md.relative_to(ROOT) if md.is_relative_to(ROOT) else md}: {target}")
+    return broken
+
+
+def _documentation() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def test_every_relative_link_and_image_of_readme_and_docs_exists():
+    files = _documentation()
+    assert {"README.md", "linear.md", "deep.md", "families.md", "paper-figures.md"} <= {f.name for f in files}
+    # the README links its detail pages and shows the Fig. 4 image: the check sees them
+    readme_targets = _markdown_targets((ROOT / "README.md").read_text())
+    assert "docs/linear.md" in readme_targets and "docs/img/fig4_linear_default.png" in readme_targets
+    assert broken_links(files) == []
+
+
+def test_link_check_reports_missing_files_and_ignores_urls_anchors_and_code(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(b"")
+    (tmp_path / "other.md").write_text("x")
+    page = tmp_path / "page.md"
+    page.write_text("[ok](other.md#some-anchor) ![ok](img/a.png) [web](https://example.org/x.md) [here](#top)\n"
+                    "[gone](missing.md) ![gone](img/b.png) <img src=\"img/c.png\">\n[ref]: ref-missing.md\n"
+                    "`[code](not-a-link.md)`\n```\n[fenced](not-a-link-either.md)\n```\n")
+    assert broken_links([page]) == [f"{page}: missing.md", f"{page}: img/b.png", f"{page}: img/c.png",
+                                    f"{page}: ref-missing.md"]
