@@ -12,7 +12,8 @@ from deep.evaluate import rd_sweep
 import torch
 
 from deep.models.text import (DEFAULTS, TextBatch, TextModelError, TextSplit, TextVocabMismatchError, Vocabulary,
-                       build, build_text_vae, check_vocab, iw_nll_batch, load_split, perplexity, rebuild)
+                       build, build_text_vae, check_vocab, iw_nll_batch, linear_vae_gate_init_, load_split,
+                       perplexity, rebuild)
 from deep.data.text import (BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, DatasetMissingError, TextOptionError,
                             YahooDownloadError)
 from deep.data import text as text_data
@@ -360,6 +361,86 @@ def test_mr_gates_placement_shapes_and_beta_dependence():
     _randomize_gates(model, seed=13)
     assert (outputs(model, 0.01) - outputs(model, 10.0)).abs().max() > 1e-3
     torch.testing.assert_close(outputs(plain, 0.01), outputs(plain, 10.0))
+
+
+def _gate_values(gate, betas, beta_range=BetaRange()):
+    with torch.no_grad():
+        return gate.factors(beta_range.standardize(torch.tensor(betas)))
+
+
+def test_enc_gate_lambda_starts_the_last_state_gate_as_the_linear_vae_encoder_response():
+    """Paper-notes 2.5: the exact linear-VAE encoder gate is sigmoid(log lambda - log beta) = lambda / (lambda +
+    beta). With enc_gate_lambda set, the encoder's last-state gate starts there (decreasing in beta, half closed at
+    beta = lambda) and every other gate keeps the paper's open start (0.9 at every beta)."""
+    betas = [0.01, 0.03, 0.3, 1.0, 10.0]
+    for lam in (0.03, 0.5):
+        model = _tiny(enc_gate_lambda=lam)
+        want = torch.tensor([lam / (lam + b) for b in betas]).unsqueeze(1).expand(-1, 8)
+        torch.testing.assert_close(_gate_values(model.encoder.hidden_gate, betas), want)
+        others = [g for g in model.gates() if g is not model.encoder.hidden_gate]
+        assert len(others) == 4
+        for gate in others:
+            torch.testing.assert_close(_gate_values(gate, betas), torch.full((len(betas), gate.features), 0.9))
+        assert model.config["enc_gate_lambda"] == lam
+    # the sqrt (decoder) form of the same response: sqrt((1 - beta / lambda)_+), exactly 0 from beta = lambda on
+    model = _tiny()
+    linear_vae_gate_init_(model.decoder.input_gate, model.beta_range, 1.0, slice(8, None))
+    got = _gate_values(model.decoder.input_gate, betas)
+    torch.testing.assert_close(got[:, 8:], torch.tensor([max(0.0, 1 - b) ** 0.5 for b in betas]).unsqueeze(1).expand(-1, 3))
+    torch.testing.assert_close(got[:, :8], torch.full((len(betas), 8), 0.9))   # embedding channels untouched
+    # the default and a beta-VAE: the paper's open gates; nothing recorded for a model without gates
+    assert _tiny().config["enc_gate_lambda"] is None and DEFAULTS["enc_gate_lambda"] is None
+    assert _tiny(mr=False, enc_gate_lambda=0.03).config["enc_gate_lambda"] is None
+
+
+def test_enc_gate_lambda_makes_the_posterior_mean_shrink_as_lambda_over_lambda_plus_beta():
+    """At initialisation mu(beta) = W (g(beta) * h) + b_mu with h independent of beta (the embedding gate is
+    constant), so mu(beta) - b_mu scales exactly as g(beta) = lambda / (lambda + beta): the MR-VAE's posterior
+    depends on beta from the first step. The decoder (gates open) does not depend on beta."""
+    lam, beta_range = 0.03, BetaRange()
+    model = _tiny(enc_gate_lambda=lam, init="default")
+    model.eval()
+    batch = _batch(_random_docs(5, 17, 2, 7, seed=21))
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(22))
+    with torch.no_grad():
+        shift = {b: model.encode(batch, b).mu - model.encoder.mu.bias for b in (beta_range.a, 0.3, beta_range.b)}
+        ll = {b: model.log_likelihood(batch, z, b) for b in (beta_range.a, beta_range.b)}
+    for b in (0.3, beta_range.b):
+        torch.testing.assert_close(shift[b], shift[beta_range.a] * (lam + beta_range.a) / (lam + b))
+    assert shift[beta_range.a].abs().max() > 1e-3
+    torch.testing.assert_close(ll[beta_range.a], ll[beta_range.b])
+    open_model = _tiny(init="default")
+    open_model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(open_model.encode(batch, beta_range.a).mu, open_model.encode(batch, beta_range.b).mu)
+
+
+def test_enc_gate_lambda_is_a_model_option_checked_recorded_and_recommended_for_yahoo(corpus):
+    from deep.experiments.registry import EXPERIMENTS
+    from deep.models.registry import recommended_settings
+    from deep.models.text import YAHOO_ENC_GATE_LAMBDA
+
+    data = load_split("yahoo", "train", data_dir=corpus)
+    cfg = SimpleNamespace(mr=True, latent_dim=3, beta_range=BetaRange(), enc_gate="sigmoid", dec_gate="sqrt",
+                          hyper_hidden=(), model_options={"embed_dim": 8, "hidden_dim": 6, "enc_gate_lambda": 0.05},
+                          objective="elbo", distortion=None)
+    model = build(cfg, data)
+    twin = rebuild(json.loads(json.dumps(model.config)))
+    for m in (model, twin):   # rebuilt from the recorded config: the same initial gate
+        torch.testing.assert_close(_gate_values(m.encoder.hidden_gate, [0.05]), torch.full((1, 6), 0.5))
+    assert "0.05 / (0.05 + beta)" in model.describe()["gating"]
+    for bad in ({"model_options": {"enc_gate_lambda": 0}}, {"model_options": {"enc_gate_lambda": "x"}},
+                {"model_options": {"enc_gate_lambda": True}}, {"model_options": {"enc_gate_lambda": 0.1},
+                                                                "enc_gate": "film"},
+                {"model_options": {"enc_gate_lambda": 0.1}, "hyper_hidden": (4,)}):
+        with pytest.raises(TextModelError, match="enc_gate_lambda"):
+            build(SimpleNamespace(**{**vars(cfg), **bad}), data)
+    # the CLI's recommendation for yahoo and the cpu preset's MR-VAE use it; the paper preset keeps open gates
+    assert recommended_settings("yahoo", "lstm")["model_options"] == {"enc_gate_lambda": YAHOO_ENC_GATE_LAMBDA}
+    cpu = EXPERIMENTS["fig5_yahoo"].preset("cpu").groups
+    assert [g.config.get("model_options", {}).get("enc_gate_lambda") for g in cpu] == [YAHOO_ENC_GATE_LAMBDA, None]
+    assert all("enc_gate_lambda" not in g.config.get("model_options", {})
+               for g in EXPERIMENTS["fig5_yahoo"].preset("paper").groups)
 
 
 def test_a_few_adam_steps_lower_the_loss():

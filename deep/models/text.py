@@ -23,6 +23,12 @@ MR-VAE gates (:class:`linvae.conditioning.Gate`, per channel, fed ``u = beta_ran
 * decoder (``dec_gate``, default sqrt): the z -> initial-state projection (``2 hidden``), the LSTM input
   ``[embedding, z]`` (``embed + latent``) and the LSTM outputs fed to the vocabulary projection
   (``hidden``).
+* Initialisation: every gate starts open, 0.9 at every beta (the paper's reference code), unless
+  ``enc_gate_lambda`` = lambda is set: the encoder's last-state gate then starts as the exact linear-VAE
+  encoder response ``lambda / (lambda + beta)`` (paper-notes 2.5; decreasing in beta, half closed at
+  ``beta = lambda``), so the posterior depends on beta from the first step (see :func:`linear_vae_gate_init_`
+  and docs/yahoo.md: without it the shared encoder sees only the batch-mean beta and the MR-VAE's rate at
+  small beta stays that of a beta ~ 1 VAE at the cpu budget).
 * Not gated (as in :mod:`deep.models.convnets`): the ``mu`` / ``log_var`` heads and the output logits.  The LSTM's
   own recurrent pre-activations are not gated either (that would need a custom cell and lose cuDNN).
 
@@ -50,7 +56,7 @@ from .objectives import gaussian_kl, iw_nll
 __all__ = [
     "TextVAE", "TextEncoder", "TextDecoder", "TextEncoderOutput", "TextVAEOutput", "TextModelError",
     "TextVocabMismatchError", "build_text_vae", "build", "rebuild", "iw_nll_batch", "perplexity",
-    "MODEL_OPTIONS", "DEFAULTS", "DISTORTION_NAME",
+    "MODEL_OPTIONS", "DEFAULTS", "DISTORTION_NAME", "linear_vae_gate_init_", "YAHOO_ENC_GATE_LAMBDA",
     # re-exported data API (deep.models.registry points "yahoo" at deep.models.text:load_split)
     "load_split", "TextSplit", "TextBatch", "Vocabulary", "TextOptionError", "YahooDownloadError",
     "DatasetMissingError", "DataIntegrityError", "TEXT_SPLITS", "YAHOO_FILES",
@@ -63,11 +69,14 @@ TOKEN_CONVENTION = ("per-token figures divide by n_tokens = the words plus one <
                     "the decoder predicts); <s> and padding are not counted")
 #: He et al. (2019) sizes: embedding 256, LSTM 256, latent 32, decoder dropout 0.5.
 DEFAULTS: dict[str, Any] = {"latent_dim": 32, "embed_dim": 256, "hidden_dim": 256, "dec_dropout_in": 0.5,
-                            "dec_dropout_out": 0.5, "init": "uniform"}
+                            "dec_dropout_out": 0.5, "init": "uniform", "enc_gate_lambda": None}
 #: ``TrainConfig.model_options`` keys accepted by :func:`build` (``dec_dropout`` sets both dropouts).
 MODEL_OPTIONS = ("embed_dim", "hidden_dim", "dec_dropout", "dec_dropout_in", "dec_dropout_out", "init",
-                 "logit_chunk")
+                 "logit_chunk", "enc_gate_lambda")
 INITS = ("uniform", "default")
+#: ``enc_gate_lambda`` recommended for Yahoo (deep/data/registry.py; docs/yahoo.md): at the cpu budget the
+#: beta-VAEs' posterior mean follows ``c / (c + beta)`` with ``c ~ 0.03`` (fit to the beta = 0.01 and 0.1 runs).
+YAHOO_ENC_GATE_LAMBDA = 0.03
 
 
 class TextModelError(ValueError):
@@ -109,6 +118,32 @@ def _gate(features: int, kind: str | None, hidden: Sequence[int]) -> Gate | None
 
 def _apply(gate: Gate | None, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
     return x if gate is None else gate(x, u)
+
+
+def linear_vae_gate_init_(gate: Gate, beta_range: BetaRange, lam: float | torch.Tensor,
+                          channels: slice = slice(None)) -> None:
+    """Start ``channels`` of ``gate`` as the exact linear VAE's response to beta for an eigenvalue ``lam``
+    (a number, or one per channel).
+
+    Paper-notes 2.5 (Theorem 1), with ``eta = log beta`` and ``u = (eta - mid) / scale`` the hyper-input:
+
+    * sigmoid (encoder) gate ``sigmoid(log lam - eta) = lam / (lam + beta)``: ``w = -scale``,
+      ``b = log lam - mid`` (the proof's encoder gate, slope -1 in ``log beta``, with ``S_ii^2 = lam``);
+    * sqrt (decoder) gate ``sqrt(relu(1 - exp(eta - log lam))) = sqrt((1 - beta / lam)_+)``: ``w = scale``,
+      ``b = mid - log lam`` (the proof's decoder gate, exactly 0 from ``beta = lam`` on: collapse).
+
+    Both decrease in beta; ``w`` and ``b`` stay trainable (nothing keeps them monotone)."""
+    if gate.kind not in ("sigmoid", "sqrt") or len(gate.hyper.body) or gate.hyper.out.in_features != 1:
+        raise TextModelError("the linear-VAE gate initialisation (enc_gate_lambda) needs sigmoid or sqrt gates with "
+                             f"the affine hyper-map (hyper_hidden=()); got kind {gate.kind!r} with "
+                             f"{len(gate.hyper.body)} hidden hyper layers")
+    lam = torch.as_tensor(lam, dtype=gate.hyper.out.bias.dtype)
+    if not bool(torch.all(lam > 0)) or not bool(torch.all(torch.isfinite(lam))):
+        raise TextModelError(f"the linear-VAE gate eigenvalue must be a finite number > 0, got {lam.tolist()}")
+    sign = -1.0 if gate.kind == "sigmoid" else 1.0
+    with torch.no_grad():
+        gate.hyper.out.weight[channels] = sign * beta_range.scale
+        gate.hyper.out.bias[channels] = sign * (beta_range.mid - torch.log(lam))
 
 
 class TextEncoder(nn.Module):
@@ -195,7 +230,7 @@ class TextVAE(MultiRateVAE):
     def __init__(self, vocab_size: int, *, mr: bool, latent_dim: int, embed_dim: int, hidden_dim: int,
                  dec_dropout_in: float, dec_dropout_out: float, beta_range: BetaRange, enc_gate: str,
                  dec_gate: str, hyper_hidden: tuple[int, ...], init: str, vocab_digest: str | None,
-                 logit_chunk: int = 4096) -> None:
+                 logit_chunk: int = 4096, enc_gate_lambda: float | None = None) -> None:
         super().__init__()
         self.vocab_size = int(vocab_size)
         self.is_mr = bool(mr)
@@ -209,6 +244,7 @@ class TextVAE(MultiRateVAE):
             "dec_dropout_in": float(dec_dropout_in), "dec_dropout_out": float(dec_dropout_out),
             "beta_range": {"a": beta_range.a, "b": beta_range.b}, "enc_gate": enc_gate, "dec_gate": dec_gate,
             "hyper_hidden": list(hyper_hidden), "init": init, "vocab_digest": vocab_digest,
+            "enc_gate_lambda": enc_gate_lambda if mr else None,
         }
         self.encoder = TextEncoder(vocab_size, embed_dim, hidden_dim, latent_dim,
                                    gate_kind=enc_gate if mr else None, hyper_hidden=hyper_hidden)
@@ -217,6 +253,8 @@ class TextVAE(MultiRateVAE):
                                    hyper_hidden=hyper_hidden)
         if init == "uniform":
             self._uniform_init()
+        if self.is_mr and enc_gate_lambda is not None:
+            linear_vae_gate_init_(self.encoder.hidden_gate, beta_range, float(enc_gate_lambda))
 
     def _uniform_init(self, scale: float = 0.01, embed_scale: float = 0.1) -> None:
         gate_params = {id(p) for g in self.gates() for p in g.parameters()}
@@ -234,6 +272,11 @@ class TextVAE(MultiRateVAE):
         c = self._config
         gating = ("encoder (sigmoid): input embeddings, last hidden state; decoder (sqrt): z->state, "
                   "LSTM input [embedding, z], LSTM outputs" if self.is_mr else "none")
+        if self.is_mr:
+            lam = c.get("enc_gate_lambda")
+            gating += ("; every gate initialised open (0.9 at every beta)" if lam is None else
+                       f"; last-state gate initialised as the linear-VAE encoder response {lam:g} / ({lam:g} + beta), "
+                       "the other gates open (0.9 at every beta)")
         return {"config": self.config, "parameters": sum(p.numel() for p in self.parameters()),
                 "gated_channels": self.num_gated_channels, "distortion": DISTORTION_TEXT, "gating": gating,
                 "layers": [f"encoder: embedding {c['vocab_size']}x{c['embed_dim']} -> LSTM {c['hidden_dim']} "
@@ -410,10 +453,12 @@ def build_text_vae(vocab_size: int, *, mr: bool = True, latent_dim: int = 32, em
                    beta_range: BetaRange | dict | Sequence[float] = BetaRange(), enc_gate: str = "sigmoid",
                    dec_gate: str = "sqrt", hyper_hidden: Sequence[int] = (), init: str = "uniform",
                    vocab_digest: str | None = None, dataset: str = "yahoo", arch: str = "lstm",
-                   logit_chunk: int = 4096) -> TextVAE:
+                   logit_chunk: int = 4096, enc_gate_lambda: float | None = None) -> TextVAE:
     """Build an LSTM text beta-VAE (``mr=False``) or MR-VAE over a vocabulary of ``vocab_size`` ids.
 
-    ``vocab_digest`` (the data's :attr:`Vocabulary.digest`) is recorded so that evaluation can refuse data
+    ``enc_gate_lambda``: ``None`` (every gate starts open, the paper's reference code) or lambda > 0: the MR
+    encoder's last-state gate starts as ``lambda / (lambda + beta)`` (:func:`linear_vae_gate_init_`; Yahoo
+    recommends :data:`YAHOO_ENC_GATE_LAMBDA`).  ``vocab_digest`` (the data's :attr:`Vocabulary.digest`) is recorded so that evaluation can refuse data
     with another vocabulary.  ``build_text_vae(**model.config)`` rebuilds the same architecture.
     """
     if dataset != "yahoo" or arch != "lstm":
@@ -426,6 +471,19 @@ def build_text_vae(vocab_size: int, *, mr: bool = True, latent_dim: int = 32, em
             raise TextModelError(f"unknown {what} kind {kind!r}; choose one of {sorted(GATE_KINDS)}")
     if init not in INITS:
         raise TextModelError(f"unknown init {init!r}; choose one of {list(INITS)}")
+    if enc_gate_lambda is not None:
+        try:
+            if isinstance(enc_gate_lambda, bool):
+                raise ValueError
+            enc_gate_lambda = float(enc_gate_lambda)
+        except (TypeError, ValueError):
+            enc_gate_lambda = math.nan
+        if not (math.isfinite(enc_gate_lambda) and enc_gate_lambda > 0):
+            raise TextModelError("enc_gate_lambda must be null (open gates, the paper's initialisation) or a number "
+                                 "> 0 (the beta at which the encoder's last-state gate starts half closed)")
+        if mr and (enc_gate != "sigmoid" or tuple(hyper_hidden)):
+            raise TextModelError("enc_gate_lambda needs enc_gate='sigmoid' and the affine hyper-map "
+                                 f"(hyper_hidden=()); got enc_gate={enc_gate!r}, hyper_hidden={tuple(hyper_hidden)}")
     hidden = tuple(_positive_int("hyper_hidden entries", h) for h in hyper_hidden)
     return TextVAE(vocab_size, mr=bool(mr), latent_dim=_positive_int("latent_dim", latent_dim),
                    embed_dim=_positive_int("embed_dim", embed_dim), hidden_dim=_positive_int("hidden_dim", hidden_dim),
@@ -433,7 +491,7 @@ def build_text_vae(vocab_size: int, *, mr: bool = True, latent_dim: int = 32, em
                    dec_dropout_out=_probability("dec_dropout_out", dec_dropout_out),
                    beta_range=as_beta_range(beta_range), enc_gate=enc_gate, dec_gate=dec_gate,
                    hyper_hidden=hidden, init=init, vocab_digest=vocab_digest,
-                   logit_chunk=_positive_int("logit_chunk", logit_chunk))
+                   logit_chunk=_positive_int("logit_chunk", logit_chunk), enc_gate_lambda=enc_gate_lambda)
 
 
 def build(config: Any, data: Any) -> TextVAE:
@@ -441,7 +499,8 @@ def build(config: Any, data: Any) -> TextVAE:
 
     Uses ``mr``, ``latent_dim`` (default 32), ``beta_a``/``beta_b``, ``enc_gate``, ``dec_gate``,
     ``hyper_hidden`` and ``model_options`` (:data:`MODEL_OPTIONS`: ``embed_dim``, ``hidden_dim``,
-    ``dec_dropout`` (both dropouts), ``dec_dropout_in``, ``dec_dropout_out``, ``init``, ``logit_chunk``).
+    ``dec_dropout`` (both dropouts), ``dec_dropout_in``, ``dec_dropout_out``, ``init``, ``logit_chunk``,
+    ``enc_gate_lambda``).
     """
     vocab = getattr(data, "vocab", None)
     if not isinstance(vocab, Vocabulary):
