@@ -317,6 +317,21 @@ def _print_curve(results: dict) -> None:
         click.echo(f"{beta:9.4g}" + "".join(cells))
 
 
+def _set_threads(run_dir: Path, threads: int | None) -> int | None:
+    """Set torch's CPU threads to ``threads``, else to the ``num_threads`` the run recorded (if any); returns
+    the number set (``None``: torch's default left alone)."""
+    if threads is None:
+        try:
+            threads = json.loads((run_dir / "config.json").read_text())["config"].get("num_threads")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            threads = None
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    return threads
+
+
 def _evaluate_and_report(run_dir: Path, *, n_betas: int, iw_k: int, batch_size: int,
                          max_examples: int | None, progress: bool, **kwargs: Any) -> dict:
     from deep.evaluate import evaluate_run
@@ -511,6 +526,9 @@ def sweep(**opts: Any) -> None:
 @click.option("--ais-bdmc", is_flag=True, help="Add bidirectional Monte Carlo (the AIS error bound) on simulated data.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the evaluation noise.")
 @click.option("--device", default=None, help="Default: the run's device setting.")
+@click.option("--threads", "--num-threads", "threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (default: the run's num_threads, else torch's default). Two jobs on a "
+                   "2-core machine: give each --threads 1.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Data root (default: the run's, else $MRVAE_DATA, else ~/.cache/mrvae/data).")
 @click.option("--output", default=None,
@@ -524,8 +542,8 @@ def evaluate(run: str, n_betas: int | None, betas: str | None, iw_k: int | None,
              mi_examples: int | None, per_beta: bool,
              beta_chunk: int | None, max_rows: int | None, recalibrate_bn: bool, no_images: bool,
              fid_samples: int, fid_weights: str | None, download: bool, ais: bool, ais_steps: int,
-             ais_examples: int, ais_chains: int, ais_bdmc: bool, seed: int,
-             device: str | None, data_dir: str | None, output: str | None, overwrite: bool, quiet: bool) -> None:
+             ais_examples: int, ais_chains: int, ais_bdmc: bool, seed: int, device: str | None,
+             threads: int | None, data_dir: str | None, output: str | None, overwrite: bool, quiet: bool) -> None:
     """Evaluate the run in folder RUN: RD curve, IW-NLL, active units, MI, image grids (and FID with
     --fid-samples).
 
@@ -539,6 +557,7 @@ def evaluate(run: str, n_betas: int | None, betas: str | None, iw_k: int | None,
     if ais_bdmc and not ais:
         raise click.UsageError("--ais-bdmc only applies to AIS: add --ais")
     with user_errors():
+        _set_threads(Path(run), threads)
         _evaluate_and_report(Path(run), n_betas=n_betas, iw_k=iw_k, batch_size=batch_size,
                              max_examples=0 if all_examples else max_examples, progress=not quiet, split=split,
                              sweep_options=_parse_options(eval_options, "--eval-option") or None,

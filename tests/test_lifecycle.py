@@ -150,6 +150,28 @@ def test_p3_evaluate_refuses_to_replace_a_result_and_keeps_images_per_evaluation
     assert rd(run)["beta"] == pytest.approx([0.05, 5.0])
 
 
+def test_evaluate_runs_on_the_threads_asked_for_else_the_runs_own(tmp_path, tiny):
+    """``deep evaluate --threads N`` sets torch's CPU threads (two jobs on a 2-core machine need 1 each);
+    without it the run's recorded ``num_threads`` applies, not torch's default of every core."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        ok(invoke("train", "--dataset", F.DATASET, *COMMON, "--epochs", "1", "--out", str(tmp_path), "--run-name",
+                  "r", "--no-eval"))   # COMMON records --threads 1
+        run = str(tmp_path / "r")
+        torch.set_num_threads(2)
+        ok(invoke("evaluate", run, "--betas", "0.1", "--max-examples", "8", "--no-images", "--output", "a.json",
+                  "--quiet"))
+        assert torch.get_num_threads() == 1
+        ok(invoke("evaluate", run, "--betas", "0.1", "--max-examples", "8", "--no-images", "--output", "b.json",
+                  "--threads", "2", "--quiet"))
+        assert torch.get_num_threads() == 2
+        clean_error(invoke("evaluate", run, "--threads", "0"), "--threads")
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_image_grids_are_labelled_with_beta():
     from deep.evaluate.images import grid_figure, save_image_grids
 
