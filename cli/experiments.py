@@ -71,9 +71,12 @@ def list_experiments(preset: str) -> None:
 @data_dir_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--seeds", default=None, metavar="S[,S...]",
+              help="Run only these of the preset's seeds (a reduced protocol, recorded in the manifest's budget; "
+                   "e.g. --seeds 0 for a first look at a multi-seed preset). Default: all.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run(name: str, preset: str, results: str | None, data_dir: str | None, device: str, threads: int | None,
-        quiet: bool) -> None:
+        seeds: str | None, quiet: bool) -> None:
     """Train and evaluate experiment NAME (or 'all'); finished runs are skipped, interrupted ones resumed.
 
     Example: mrvae-cli experiment run fig8_sensitivity --preset cpu
@@ -84,11 +87,15 @@ def run(name: str, preset: str, results: str | None, data_dir: str | None, devic
     with user_errors():
         if threads is not None and threads < 1:
             raise click.BadParameter("must be >= 1", param_hint="'--threads'")
+        try:
+            seed_list = None if seeds is None else [int(v) for v in seeds.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"a comma-separated list of integers, got {seeds!r}", param_hint="'--seeds'")
         names = list(RUN_ALL_ORDER) if name == "all" else [get_experiment(name).name]
         failed = []
         for n in names:
             manifest = run_experiment(n, preset, results, data_dir=data_dir, device=device, threads=threads,
-                                      progress=not quiet, log=click.echo)
+                                      progress=not quiet, log=click.echo, seeds=seed_list)
             for g in manifest["groups"]:
                 if g["status"] in ("failed", "partial"):
                     failed.append(f"{n}/{g['key']}: {g.get('reason')}")

@@ -668,6 +668,18 @@ def test_cli_run_reports_an_unavailable_experiment_and_exits_cleanly(monkeypatch
     assert load_manifest(tmp_path / "r", "fig5_yahoo")["status"] == "unavailable"
 
 
+def test_cli_run_seeds_option_is_checked_before_anything_trains(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    for bad, said in (("a", "comma-separated list of integers"), ("0,7", "seeds [7] are not among")):
+        res = CliRunner().invoke(cli, ["experiment", "run", "fig1", "--preset", "smoke", "--seeds", bad,
+                                       "--results", str(tmp_path / "r")])
+        assert res.exit_code != 0 and said in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "r" / "runs").exists()
+
+
 # ------------------------------------------------------------------------------------------
 # the runner
 # ------------------------------------------------------------------------------------------
@@ -771,6 +783,31 @@ def test_learning_rate_grid_is_selected_at_beta_one_on_the_validation_split(monk
         curve = group_curve(load_manifest(root, "fig1"), g["key"])
         chosen = [r["run_dir"] for r in g["runs"] if r["lr"] == g["selected_lr"]]
         assert len(curve.files) == len(chosen) and all(any(c in f for c in chosen) for f in curve.files)
+
+
+def test_run_experiment_runs_only_the_seeds_asked_for_and_says_so(monkeypatch, tmp_path):
+    """``seeds=`` (``experiment run --seeds``) trains only those of the preset's seeds and labels the manifest
+    as reduced; a seed the preset does not have is refused before anything trains."""
+    base = R.EXPERIMENTS["fig1"].preset("smoke")
+    spec = dataclasses.replace(base, groups=(base.groups[0], dataclasses.replace(base.groups[1], betas=(1.0,))),
+                               seeds=(0, 1))
+    monkeypatch.setitem(R.EXPERIMENTS, "fig1", dataclasses.replace(R.EXPERIMENTS["fig1"],
+                                                                   presets={**R.EXPERIMENTS["fig1"].presets,
+                                                                            "smoke": spec}))
+    root = tmp_path / "r"
+    with pytest.raises(R.ExperimentError, match=r"seeds \[2\] are not among this preset's seeds \[0, 1\]"):
+        X.run_experiment("fig1", "smoke", root, device="cpu", threads=1, data_factory=_synthetic_factory(),
+                         seeds=[1, 2])
+    assert not (root / "runs").exists()
+    m = X.run_experiment("fig1", "smoke", root, device="cpu", threads=1, data_factory=_synthetic_factory(),
+                         strict=True, seeds=[1])
+    assert m["status"] == "complete" and m["seeds"] == [1]
+    assert "REDUCED: seed(s) 1 only, of the preset's 0, 1" in m["budget"]
+    assert sorted(r["seed"] for g in m["groups"] for r in g["runs"]) == [1, 1]
+    assert len(list((root / "runs").rglob("summary.json"))) == 2
+    full = X.run_experiment("fig1", "smoke", tmp_path / "all", device="cpu", threads=1,
+                            data_factory=_synthetic_factory(), strict=True, seeds=[1, 0])
+    assert full["seeds"] == [0, 1] and "REDUCED: seed" not in full["budget"]
 
 
 def test_run_experiment_rejects_unknown_preset(tmp_path):

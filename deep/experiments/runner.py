@@ -23,7 +23,7 @@ import os
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -268,10 +268,28 @@ def _unavailable_config(fields: dict) -> str | None:
     return None
 
 
+def _only_seeds(spec: Preset, seeds: Sequence[int] | None) -> Preset:
+    """``spec`` restricted to ``seeds`` (each one of its own), with the budget text saying so."""
+    if seeds is None:
+        return spec
+    asked = [int(s) for s in seeds]
+    extra = [s for s in asked if s not in spec.seeds]
+    if not asked or extra:
+        raise ExperimentError(f"seeds {extra or asked} are not among this preset's seeds "
+                              f"{list(spec.seeds)}; give a non-empty subset of them")
+    chosen = tuple(s for s in spec.seeds if s in asked)   # the preset's order
+    if chosen == tuple(spec.seeds):
+        return spec
+    budget = (f"{spec.budget}; REDUCED: seed(s) {', '.join(map(str, chosen))} only, of the preset's "
+              f"{', '.join(map(str, spec.seeds))}")
+    return dataclasses.replace(spec, seeds=chosen, budget=budget)
+
+
 def run_experiment(name: str, preset: str = "cpu", results_root: str | os.PathLike | None = None, *,
                    data_dir: str | None = None, device: str = "auto", threads: int | None = None,
                    progress: bool = False, log: Callable[[str], None] | None = None,
-                   data_factory: Callable[[Any, str], Any] | None = None, strict: bool = False) -> dict:
+                   data_factory: Callable[[Any, str], Any] | None = None, strict: bool = False,
+                   seeds: Sequence[int] | None = None) -> dict:
     """Train and evaluate every run of experiment ``name`` at ``preset``; write and return its manifest.
 
     Parameters
@@ -281,6 +299,8 @@ def run_experiment(name: str, preset: str = "cpu", results_root: str | os.PathLi
     data_factory: ``callable(config, split) -> data object`` (tests: synthetic data); ``None``: the real
         splits through :class:`CachedLoader` (each split loaded once per call).
     strict: re-raise the first training/evaluation error instead of recording it as a failed run.
+    seeds: run only these of the preset's seeds (a reduced protocol: the manifest's ``seeds`` and ``budget``
+        say which were run out of which); ``None``: all of them.
 
     Missing modules (``requires``) or TrainConfig fields make the experiment ``unavailable``; missing data
     makes a group ``unavailable``; a failing run is recorded as ``failed`` (with the error) and the others
@@ -289,7 +309,7 @@ def run_experiment(name: str, preset: str = "cpu", results_root: str | os.PathLi
     if preset not in PRESETS:
         raise ExperimentError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
     exp = get_experiment(name)
-    spec = exp.preset(preset)
+    spec = _only_seeds(exp.preset(preset), seeds)
     root = Path(results_root) if results_root is not None else default_results_root(preset)
     root.mkdir(parents=True, exist_ok=True)
     say = log or (lambda msg: None)
