@@ -48,9 +48,10 @@ def test_tuned_allocator_reuses_a_steps_memory():
     tuned = _run(None)
     if not tuned["state"]["applied"]:
         pytest.skip(f"allocator not tuned here: {tuned['state']['reason']}")
-    steady = tuned["faults"][2:]
-    # One step touches ~25,000 pages (100 MiB); once the first steps have grown the heap, later steps
-    # reuse it: at most a few thousand new pages over four steps.
+    steady = tuned["faults"][3:]
+    # One step touches ~25,000 pages (100 MiB) and, untuned, faults 17,000-21,000 of them again every step.
+    # Tuned, the first steps grow the heap (random betas change the sizes: a fresh clone once needed three
+    # steps, [32911, 7060, 8624, 0, 0, 0]); later steps reuse it: at most a few thousand new pages over three.
     assert sum(steady) < 8000, tuned["faults"]
     off = _run("0")
     assert off["state"] == {"applied": False, "reason": "MRVAE_CPU_MALLOC=0"}
