@@ -67,8 +67,8 @@ MUTANTS: dict[str, Mutant] = {
         _TC_TESTS),
     "tc_sweep_n_is_batch": Mutant(
         "the evaluation sweep passes the minibatch size as the data-set size N",
-        ((_TC, "tc_decomposition(z, mu, log_var, max(int(dataset_size), x.shape[0]), estimator)",
-          "tc_decomposition(z, mu, log_var, x.shape[0], estimator)"),),
+        ((_TC, "terms = _with_terms(out, max(int(dataset_size), out.z.shape[0]), est)",
+          "terms = _with_terms(out, out.z.shape[0], est)"),),
         ("tests/test_tcvae.py", "-k", "sweep_reports_the_exact_terms")),
     # -- MIG (tests/test_mig.py) ----------------------------------------------------------------------
     "mig_shape_included": Mutant(
