@@ -317,21 +317,6 @@ def _print_curve(results: dict) -> None:
         click.echo(f"{beta:9.4g}" + "".join(cells))
 
 
-def _set_threads(run_dir: Path, threads: int | None) -> int | None:
-    """Set torch's CPU threads to ``threads``, else to the ``num_threads`` the run recorded (if any); returns
-    the number set (``None``: torch's default left alone)."""
-    if threads is None:
-        try:
-            threads = json.loads((run_dir / "config.json").read_text())["config"].get("num_threads")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            threads = None
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    return threads
-
-
 def _evaluate_and_report(run_dir: Path, *, n_betas: int, iw_k: int, batch_size: int,
                          max_examples: int | None, progress: bool, **kwargs: Any) -> dict:
     from deep.evaluate import evaluate_run
@@ -557,7 +542,6 @@ def evaluate(run: str, n_betas: int | None, betas: str | None, iw_k: int | None,
     if ais_bdmc and not ais:
         raise click.UsageError("--ais-bdmc only applies to AIS: add --ais")
     with user_errors():
-        _set_threads(Path(run), threads)
         _evaluate_and_report(Path(run), n_betas=n_betas, iw_k=iw_k, batch_size=batch_size,
                              max_examples=0 if all_examples else max_examples, progress=not quiet, split=split,
                              sweep_options=_parse_options(eval_options, "--eval-option") or None,
@@ -565,6 +549,7 @@ def evaluate(run: str, n_betas: int | None, betas: str | None, iw_k: int | None,
                              betas=_float_list(betas, "'--betas'"), batched=not per_beta,
                              beta_chunk=beta_chunk, max_rows=max_rows, mi_examples=mi_examples,
                              recalibrate_bn=recalibrate_bn, images=not no_images, seed=seed, device=device,
+                             num_threads=threads,
                              data_dir=data_dir, out_name=output, fid_samples=fid_samples,
                              fid_weights=fid_weights, download=download,
                              ais={"n_steps": ais_steps, "n_chains": ais_chains, "progress": not quiet} if ais else None,

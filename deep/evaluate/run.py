@@ -154,7 +154,7 @@ def _ais_metric(model: nn.Module, data: Any, ais: Any, n_examples: int, bdmc: bo
 def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: int | None = None,
                  split: str = "test", batch_size: int | None = None, *,
                  betas: Sequence[float] | None = None, batched: bool = True, beta_chunk: int | None = None,
-                 max_rows: int | None = None, device: str | None = None,
+                 max_rows: int | None = None, device: str | None = None, num_threads: int | None = None,
                  seed: int = 0, max_examples: int | None = None, mi_examples: int | None = None,
                  images: bool = True, n_images: int = 8, recalibrate_bn: bool = False,
                  recalibrate_examples: int = 2000, data_dir: str | None = None,
@@ -170,7 +170,8 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
     it to ``results/previous/<time>/``, ``"refuse"`` raises :class:`ResultExistsError` before evaluating,
     ``"replace"`` replaces it (its images and AIS file too). ``max_examples``: the first N test examples
     (default: the run's ``eval_examples``, all when it is unset; 0: all). ``data_dir``: the data root (default:
-    the run's, else ``$MRVAE_DATA``, see :func:`deep.train.lifecycle.run_data_root`).
+    the run's, else ``$MRVAE_DATA``, see :func:`deep.train.lifecycle.run_data_root`). ``device`` and
+    ``num_threads`` (torch CPU threads): default the run's own settings.
 
     MR-VAE: ``n_betas`` (default: the run's ``n_betas``, 20) log-spaced betas over its trained range, or
     the given ``betas`` (a warning for any outside the trained range). beta-VAE: one point at its beta.
@@ -215,6 +216,9 @@ def evaluate_run(run_dir: str | os.PathLike, n_betas: int | None = None, iw_k: i
     config, model, ckpt = load_run_model(run_dir, dev, model=model)
     if cfg0 is not None:   # the run's current runtime settings (a resume may have changed them) over the checkpoint's
         config = config.replace(**{k: getattr(cfg0, k) for k in RUNTIME_FIELDS})
+    threads = num_threads or config.num_threads
+    if threads:
+        torch.set_num_threads(int(threads))
     if data is None:
         data = load_eval_data(config, split, data_dir)
     n_betas = int(n_betas or config.n_betas)

@@ -190,7 +190,8 @@ def _train_and_evaluate(fields: dict, group: Group, evaluations: list[Evaluation
         kw = ev.kwargs()
         if group.kind != "mr":
             kw.pop("betas")
-        evaluate_run(run_dir, **kw, device=device, data=data, data_dir=config.data_dir, progress=progress)
+        evaluate_run(run_dir, **kw, device=device, num_threads=config.num_threads, data=data,
+                     data_dir=config.data_dir, progress=progress)
         record["results"][ev.name] = _rel(out, root)
     record["status"] = "complete"
     return record
