@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .common import data_dir_option, user_errors
+from .common import data_dir_option, parse_ints, user_errors
 
 from deep.experiments.manifest import DEFAULT_PRESET, PRESETS as _PRESETS, default_results_root
 
@@ -87,10 +87,7 @@ def run(name: str, preset: str, results: str | None, data_dir: str | None, devic
     with user_errors():
         if threads is not None and threads < 1:
             raise click.BadParameter("must be >= 1", param_hint="'--threads'")
-        try:
-            seed_list = None if seeds is None else [int(v) for v in seeds.split(",") if v.strip()]
-        except ValueError:
-            raise click.BadParameter(f"a comma-separated list of integers, got {seeds!r}", param_hint="'--seeds'")
+        seed_list = None if seeds is None else list(parse_ints(seeds, "--seeds"))
         names = list(RUN_ALL_ORDER) if name == "all" else [get_experiment(name).name]
         failed = []
         for n in names:
