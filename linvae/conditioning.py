@@ -306,19 +306,18 @@ class Gate(nn.Module):
         super().__init__()
         if kind not in GATE_KINDS:
             raise ValueError(f"unknown gate kind {kind!r}; choose from {sorted(GATE_KINDS)}")
-        if direction is not None:
-            if direction not in GATE_DIRECTIONS:
-                raise ValueError(f"unknown gate direction {direction!r}; choose None or one of {GATE_DIRECTIONS}")
-            if kind == "film" or tuple(hidden) or in_features != 1:
-                raise ValueError("a monotone gate needs kind sigmoid or sqrt and the affine map of the 1-d "
-                                 f"hyper-input (hidden=(), in_features=1); got kind={kind!r}, hidden={tuple(hidden)}, "
-                                 f"in_features={in_features}")
+        if direction is not None and direction not in GATE_DIRECTIONS:
+            raise ValueError(f"unknown gate direction {direction!r}; choose None or one of {GATE_DIRECTIONS}")
         self.direction = direction
         self.features = features
         self.kind = kind
         self.channel_dim = channel_dim
         out = 2 * features if kind == "film" else features
         self.hyper = HyperMLP(out, hidden=hidden, in_features=in_features, activation=activation)
+        if direction is not None and not self.affine:
+            raise ValueError("a monotone gate needs kind sigmoid or sqrt and the affine map of the 1-d "
+                             f"hyper-input (hidden=(), in_features=1); got kind={kind!r}, hidden={tuple(hidden)}, "
+                             f"in_features={in_features}")
         with torch.no_grad():
             self.hyper.out.weight.zero_()
             if kind == "film":
@@ -366,6 +365,37 @@ class Gate(nn.Module):
                 self.hyper.out.weight.clamp_(min=0.0)
             else:
                 self.hyper.out.weight.clamp_(max=0.0)
+
+    @property
+    def affine(self) -> bool:
+        """Whether the gate is ``f(w u + b)`` of the 1-d hyper-input, f sigmoid or sqrt (what monotone
+        gates and :meth:`init_linear_vae_response_` need)."""
+        return self.kind != "film" and not len(self.hyper.body) and self.hyper.out.in_features == 1
+
+    def init_linear_vae_response_(self, lam: float | torch.Tensor, beta_range: "BetaRange",
+                                  channels: slice = slice(None)) -> None:
+        """Start ``channels`` as the exact linear VAE's response to beta for an eigenvalue ``lam`` (a number,
+        or one per channel); ``beta_range`` is the range whose hyper-input the gate receives.
+
+        Paper-notes 2.5 (Theorem 1), with ``eta = log beta`` and ``u = (eta - mid) / scale``:
+
+        * sigmoid (encoder) gate ``sigmoid(log lam - eta) = lam / (lam + beta)``: ``w = -scale``,
+          ``b = log lam - mid`` (the proof's encoder gate, slope -1 in ``log beta``, with ``S_ii^2 = lam``);
+        * sqrt (decoder) gate ``sqrt(relu(1 - exp(eta - log lam))) = sqrt((1 - beta / lam)_+)``: ``w = scale``,
+          ``b = mid - log lam`` (the proof's decoder gate, exactly 0 from ``beta = lam`` on: collapse).
+
+        Both decrease in beta; ``w`` and ``b`` stay trainable (a free gate is not kept monotone)."""
+        if not self.affine:
+            raise ValueError("the linear-VAE gate initialisation needs a sigmoid or sqrt gate with the affine "
+                             f"hyper-map (hidden=()); got kind {self.kind!r} with {len(self.hyper.body)} hidden "
+                             "hyper layers")
+        lam = torch.as_tensor(lam, dtype=self.hyper.out.bias.dtype)
+        if not bool(torch.all(lam > 0)) or not bool(torch.all(torch.isfinite(lam))):
+            raise ValueError(f"the linear-VAE gate eigenvalue must be a finite number > 0, got {lam.tolist()}")
+        sign = -1.0 if self.kind == "sigmoid" else 1.0
+        with torch.no_grad():
+            self.hyper.out.weight[channels] = sign * beta_range.scale
+            self.hyper.out.bias[channels] = sign * (beta_range.mid - torch.log(lam))
 
     def extra_repr(self) -> str:
         extra = f", direction={self.direction}" if self.direction else ""

@@ -12,7 +12,7 @@ from deep.evaluate import rd_sweep
 import torch
 
 from deep.models.text import (DEFAULTS, TextBatch, TextModelError, TextSplit, TextVocabMismatchError, Vocabulary,
-                       build, build_text_vae, check_vocab, iw_nll_batch, linear_vae_gate_init_, load_split,
+                       build, build_text_vae, check_vocab, iw_nll_batch, load_split,
                        perplexity, rebuild)
 from deep.data.text import (BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK_ID, DatasetMissingError, TextOptionError,
                             YahooDownloadError)
@@ -384,7 +384,7 @@ def test_enc_gate_lambda_starts_the_last_state_gate_as_the_linear_vae_encoder_re
         assert model.config["enc_gate_lambda"] == lam
     # the sqrt (decoder) form of the same response: sqrt((1 - beta / lambda)_+), exactly 0 from beta = lambda on
     model = _tiny()
-    linear_vae_gate_init_(model.decoder.input_gate, model.beta_range, 1.0, slice(8, None))
+    model.decoder.input_gate.init_linear_vae_response_(1.0, model.beta_range, slice(8, None))
     got = _gate_values(model.decoder.input_gate, betas)
     torch.testing.assert_close(got[:, 8:], torch.tensor([max(0.0, 1 - b) ** 0.5 for b in betas]).unsqueeze(1).expand(-1, 3))
     torch.testing.assert_close(got[:, :8], torch.full((len(betas), 8), 0.9))   # embedding channels untouched

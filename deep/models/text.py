@@ -26,7 +26,8 @@ MR-VAE gates (:class:`linvae.conditioning.Gate`, per channel, fed ``u = beta_ran
 * Initialisation: every gate starts open, 0.9 at every beta (the paper's reference code), unless
   ``enc_gate_lambda`` = lambda is set: the encoder's last-state gate then starts as the exact linear-VAE
   encoder response ``lambda / (lambda + beta)`` (paper-notes 2.5; decreasing in beta, half closed at
-  ``beta = lambda``), so the posterior depends on beta from the first step (see :func:`linear_vae_gate_init_`
+  ``beta = lambda``), so the posterior depends on beta from the first step (see
+  :meth:`linvae.conditioning.Gate.init_linear_vae_response_`
   and docs/yahoo.md: without it the shared encoder sees only the batch-mean beta and the MR-VAE's rate at
   small beta stays that of a beta ~ 1 VAE at the cpu budget).
 * Not gated (as in :mod:`deep.models.convnets`): the ``mu`` / ``log_var`` heads and the output logits.  The LSTM's
@@ -56,7 +57,7 @@ from .objectives import gaussian_kl, iw_nll
 __all__ = [
     "TextVAE", "TextEncoder", "TextDecoder", "TextEncoderOutput", "TextVAEOutput", "TextModelError",
     "TextVocabMismatchError", "build_text_vae", "build", "rebuild", "iw_nll_batch", "perplexity",
-    "MODEL_OPTIONS", "DEFAULTS", "DISTORTION_NAME", "linear_vae_gate_init_", "YAHOO_ENC_GATE_LAMBDA",
+    "MODEL_OPTIONS", "DEFAULTS", "DISTORTION_NAME", "YAHOO_ENC_GATE_LAMBDA",
     # re-exported data API (deep.models.registry points "yahoo" at deep.models.text:load_split)
     "load_split", "TextSplit", "TextBatch", "Vocabulary", "TextOptionError", "YahooDownloadError",
     "DatasetMissingError", "DataIntegrityError", "TEXT_SPLITS", "YAHOO_FILES",
@@ -118,32 +119,6 @@ def _gate(features: int, kind: str | None, hidden: Sequence[int]) -> Gate | None
 
 def _apply(gate: Gate | None, x: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
     return x if gate is None else gate(x, u)
-
-
-def linear_vae_gate_init_(gate: Gate, beta_range: BetaRange, lam: float | torch.Tensor,
-                          channels: slice = slice(None)) -> None:
-    """Start ``channels`` of ``gate`` as the exact linear VAE's response to beta for an eigenvalue ``lam``
-    (a number, or one per channel).
-
-    Paper-notes 2.5 (Theorem 1), with ``eta = log beta`` and ``u = (eta - mid) / scale`` the hyper-input:
-
-    * sigmoid (encoder) gate ``sigmoid(log lam - eta) = lam / (lam + beta)``: ``w = -scale``,
-      ``b = log lam - mid`` (the proof's encoder gate, slope -1 in ``log beta``, with ``S_ii^2 = lam``);
-    * sqrt (decoder) gate ``sqrt(relu(1 - exp(eta - log lam))) = sqrt((1 - beta / lam)_+)``: ``w = scale``,
-      ``b = mid - log lam`` (the proof's decoder gate, exactly 0 from ``beta = lam`` on: collapse).
-
-    Both decrease in beta; ``w`` and ``b`` stay trainable (nothing keeps them monotone)."""
-    if gate.kind not in ("sigmoid", "sqrt") or len(gate.hyper.body) or gate.hyper.out.in_features != 1:
-        raise TextModelError("the linear-VAE gate initialisation (enc_gate_lambda) needs sigmoid or sqrt gates with "
-                             f"the affine hyper-map (hyper_hidden=()); got kind {gate.kind!r} with "
-                             f"{len(gate.hyper.body)} hidden hyper layers")
-    lam = torch.as_tensor(lam, dtype=gate.hyper.out.bias.dtype)
-    if not bool(torch.all(lam > 0)) or not bool(torch.all(torch.isfinite(lam))):
-        raise TextModelError(f"the linear-VAE gate eigenvalue must be a finite number > 0, got {lam.tolist()}")
-    sign = -1.0 if gate.kind == "sigmoid" else 1.0
-    with torch.no_grad():
-        gate.hyper.out.weight[channels] = sign * beta_range.scale
-        gate.hyper.out.bias[channels] = sign * (beta_range.mid - torch.log(lam))
 
 
 class TextEncoder(nn.Module):
@@ -254,7 +229,7 @@ class TextVAE(MultiRateVAE):
         if init == "uniform":
             self._uniform_init()
         if self.is_mr and enc_gate_lambda is not None:
-            linear_vae_gate_init_(self.encoder.hidden_gate, beta_range, float(enc_gate_lambda))
+            self.encoder.hidden_gate.init_linear_vae_response_(float(enc_gate_lambda), beta_range)
 
     def _uniform_init(self, scale: float = 0.01, embed_scale: float = 0.1) -> None:
         gate_params = {id(p) for g in self.gates() for p in g.parameters()}
@@ -457,7 +432,7 @@ def build_text_vae(vocab_size: int, *, mr: bool = True, latent_dim: int = 32, em
     """Build an LSTM text beta-VAE (``mr=False``) or MR-VAE over a vocabulary of ``vocab_size`` ids.
 
     ``enc_gate_lambda``: ``None`` (every gate starts open, the paper's reference code) or lambda > 0: the MR
-    encoder's last-state gate starts as ``lambda / (lambda + beta)`` (:func:`linear_vae_gate_init_`; Yahoo
+    encoder's last-state gate starts as ``lambda / (lambda + beta)`` (:meth:`Gate.init_linear_vae_response_`; Yahoo
     recommends :data:`YAHOO_ENC_GATE_LAMBDA`).  ``vocab_digest`` (the data's :attr:`Vocabulary.digest`) is recorded so that evaluation can refuse data
     with another vocabulary.  ``build_text_vae(**model.config)`` rebuilds the same architecture.
     """
