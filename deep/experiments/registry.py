@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from ..data.registry import YAHOO_ENC_GATE_LAMBDA
 from .manifest import BASELINE_BETAS, FIG7_BETAS, FIG7_RESULTS, PAPER_LRS, PAPER_SEEDS, PRESETS, RD_RESULTS
 from .standalone import run_linear, run_table1
 
@@ -525,9 +526,9 @@ def _fig5_yahoo() -> dict[str, Preset]:
             schedules, betas = ("constant", "linear"), BASELINE_BETAS
             data = {}
         common = {**base, "data_options": data}
-        # not the paper's: the MR encoder's last-state gate starts as the linear-VAE response 0.03 / (0.03 + beta)
+        # not the paper's: the MR encoder's last-state gate starts as the linear-VAE response lambda / (lambda + beta)
         # (docs/yahoo.md; with open gates the MR-VAE's rate at beta = 0.01 is that of a beta ~ 1 VAE at this budget)
-        mr_over = {} if p == "paper" else {"model_options": {"enc_gate_lambda": 0.03}}
+        mr_over = {} if p == "paper" else {"model_options": {"enc_gate_lambda": YAHOO_ENC_GATE_LAMBDA}}
         groups = [_mr("yahoo_lstm_mr", "MR-VAE", "yahoo", "lstm", common, (ev,), **mr_over)]
         groups += [_sweep(f"yahoo_lstm_beta_{s}", "yahoo", "lstm", common, betas, s, (ev,)) for s in schedules]
         budget = None
@@ -535,8 +536,8 @@ def _fig5_yahoo() -> dict[str, Preset]:
             budget = ("REDUCED (cpu preset): Yahoo LSTM VAE trained on yahoo.valid.txt (the 100k training split is "
                       "not available), every model 2 epochs on 1,000 documents, batch 32, Adam lr 1e-3, grad clip "
                       "5, 5 constant-beta baselines, MR-VAE at 10 betas with its encoder's last-state gate initialised "
-                      "as 0.03 / (0.03 + beta) (docs/yahoo.md; the paper's gates start open), evaluation on 500 "
-                      "yahoo.test.txt documents "
+                      f"as {YAHOO_ENC_GATE_LAMBDA:g} / ({YAHOO_ENC_GATE_LAMBDA:g} + beta) (docs/yahoo.md; the paper's "
+                      "gates start open), evaluation on 500 yahoo.test.txt documents "
                       "(paper: 200 epochs, full training split, plateau LR halving, 10 betas with and without KL "
                       "warm-up)")
         elif p == "paper":

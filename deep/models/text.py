@@ -47,6 +47,7 @@ from torch import nn
 
 from linvae.conditioning import GATE_KINDS, BetaRange, Gate, as_beta_range
 
+from deep.data.registry import YAHOO_ENC_GATE_LAMBDA
 from deep.data.text import (BOS_ID, EOS_ID, PAD_ID, TEXT_SPLITS, YAHOO_FILES, DataIntegrityError,
                         DatasetMissingError, TextBatch, TextOptionError, TextSplit, Vocabulary,
                         YahooDownloadError, load_split)
@@ -75,9 +76,6 @@ DEFAULTS: dict[str, Any] = {"latent_dim": 32, "embed_dim": 256, "hidden_dim": 25
 MODEL_OPTIONS = ("embed_dim", "hidden_dim", "dec_dropout", "dec_dropout_in", "dec_dropout_out", "init",
                  "logit_chunk", "enc_gate_lambda")
 INITS = ("uniform", "default")
-#: ``enc_gate_lambda`` recommended for Yahoo (deep/data/registry.py; docs/yahoo.md): at the cpu budget the
-#: beta-VAEs' posterior mean follows ``c / (c + beta)`` with ``c ~ 0.03`` (fit to the beta = 0.01 and 0.1 runs).
-YAHOO_ENC_GATE_LAMBDA = 0.03
 
 
 class TextModelError(ValueError):
