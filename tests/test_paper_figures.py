@@ -253,6 +253,9 @@ def test_every_experiment_has_three_presets_with_valid_train_configs():
         R.EXPERIMENTS["fig1"].preset("huge")
 
 
+_NAME = {"mnist": "MNIST", "omniglot": "Omniglot"}
+
+
 def test_registry_shares_runs_and_marks_what_cannot_be_built():
     def folders(name, preset="cpu"):
         return {f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}" for _, f in R.EXPERIMENTS[name].preset(preset).runs()}
@@ -286,6 +289,16 @@ def test_registry_shares_runs_and_marks_what_cannot_be_built():
     core = ["fig5_omniglot", "fig5_mnist", "fig8_sensitivity", "fig9", "fig6"]
     total = sum(R.EXPERIMENTS[n].preset("cpu").estimate_s for n in core)
     assert 3600 <= total <= 8 * 3600
+    # its epochs are per dataset (MNIST 5, Omniglot 10), and every budget text states those its runs train
+    for name in ("fig1", "fig5_mnist", "fig5_omniglot", "table2"):
+        preset = R.EXPERIMENTS[name].preset("cpu")
+        epochs = {f["dataset"]: f["epochs"] for _, f in preset.runs()}
+        assert epochs == {d: R.CPU_FULL_EPOCHS[d] for d in epochs}, name
+        assert "REDUCED" in preset.budget and "full" in preset.budget
+        for d, e in epochs.items():
+            assert (f"{e} epochs" in preset.budget) or (f"{e} ({_NAME[d]})" in preset.budget), (name, d)
+    assert R.CPU_FULL_EPOCHS == {"mnist": 5, "omniglot": 10}
+    assert "5 (MNIST) / 10 (Omniglot) epochs" in R.EXPERIMENTS["table2"].preset("cpu").budget
 
 
 def test_run_folder_names_are_pinned():
