@@ -227,6 +227,7 @@ def test_sweep_jobs_equals_the_sequential_sweep(tmp_path, tiny):
                                  "--schedules", "constant", "--eval-batch-size", "20", "--jobs", "2", "--quiet"])
     assert r.exit_code == 0, r.output
     assert "2 at a time" in r.output and r.output.count("[sweep] done") == 2
+    assert r.output.count("[sweep] queued") == 2   # submitted to the pool; a worker starts it when one is free
     ia = json.loads((tmp_path / "seq" / "index.json").read_text())
     ib = json.loads((tmp_path / "par" / "index.json").read_text())
     assert [(e["beta"], e["run_dir"]) for e in ia["runs"]] == [(e["beta"], e["run_dir"]) for e in ib["runs"]]

@@ -157,7 +157,7 @@ def _parallel_sweep(plan: list[TrainConfig], jobs: int, *, resume: bool, evaluat
         futures = {}
         for i in pending:
             cfg = plan[i].replace(num_threads=plan[i].num_threads or threads)
-            say(f"[sweep] start beta={cfg.beta:.4g} schedule={cfg.kl_schedule} ({cfg.num_threads} thread(s)) "
+            say(f"[sweep] queued beta={cfg.beta:.4g} schedule={cfg.kl_schedule} ({cfg.num_threads} thread(s)) "
                 f"-> {run_dir_for(cfg)}")
             futures[pool.submit(_sweep_job, cfg.to_dict(), registry, kwargs)] = i
         for fut in cf.as_completed(futures):
