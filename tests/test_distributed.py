@@ -245,6 +245,22 @@ def test_sweep_jobs_equals_the_sequential_sweep(tmp_path, tiny):
         SW.sweep(seq, betas=betas, schedules=("constant",), jobs=0)
 
 
+def test_parallel_sweep_reports_a_failed_run_when_it_fails(tmp_path, tiny):
+    """A run that fails in a worker is named in the output (with its error) at once, the other run finishes,
+    and the sweep exits non-zero: the failure is not held back until every started run has ended."""
+    bad = tmp_path / "par" / "beta0.1_constant"
+    bad.mkdir(parents=True)
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")    # an interrupted run that cannot be resumed
+    r = CliRunner().invoke(cli, ["deep", "sweep", "--dataset", F.DATASET, "--arch", F.ARCH, "--epochs", "1",
+                                 "--batch-size", "32", "--device", "cpu", "--threads", "1", "--out", str(tmp_path),
+                                 "--run-name", "par", "--betas", "0.1,2", "--schedules", "constant",
+                                 "--eval-batch-size", "20", "--jobs", "2", "--quiet"])
+    assert r.exit_code != 0
+    assert "[sweep] FAILED beta=0.1 schedule=constant" in r.output and "cannot be resumed" in r.output, r.output
+    assert "[sweep] done  beta=2 schedule=constant" in r.output
+    assert (tmp_path / "par" / "beta2_constant" / "summary.json").exists()
+
+
 # ------------------------------------------------------------------------------------------
 # longer multi-process checks (--runslow)
 # ------------------------------------------------------------------------------------------

@@ -165,6 +165,9 @@ def _parallel_sweep(plan: list[TrainConfig], jobs: int, *, resume: bool, evaluat
             try:
                 fut.result()
             except Exception as exc:  # keep the finished runs, report the first failure
+                if not isinstance(exc, cf.CancelledError):   # say it now: runs already started go on for hours
+                    say(f"[sweep] FAILED beta={plan[i].beta:.4g} schedule={plan[i].kl_schedule}: "
+                        f"{type(exc).__name__}: {exc}; queued runs not yet started are cancelled")
                 errors.append(exc)
                 for other in futures:
                     other.cancel()
