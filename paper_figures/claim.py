@@ -60,7 +60,7 @@ def claim_numbers(mr_beta: Sequence[float], mr_rate: Sequence[float], mr_distort
         r_m, i1 = _at(mb, mr, b)
         d_m, i2 = _at(mb, md, b)
         interpolated |= i1 or i2
-        loss_m, loss_b = d_m + b * r_m, d_b + b * r_b
+        loss_m, loss_b = float(d_m + b * r_m), float(d_b + b * r_b)   # plain floats in the JSON and the printout
         rows.append({"beta": float(b), "mr_rate": r_m, "mr_distortion": d_m, "mr_loss": loss_m,
                      "beta_vae_rate": float(r_b), "beta_vae_distortion": float(d_b), "beta_vae_loss": loss_b,
                      "delta": loss_m - loss_b})

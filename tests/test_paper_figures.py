@@ -926,6 +926,7 @@ def test_claim_numbers_on_a_hand_computed_case():
     # beta 0.01: (42 + 0.4) - (40 + 0.5) = 1.9; beta 0.1: (61.5 + 1.9) - (60 + 2) = 1.4; beta 1: 94 - 95 = -1
     assert c["betas"] == [0.01, 0.1, 1.0]
     np.testing.assert_allclose(c["delta"], [1.9, 1.4, -1.0], rtol=1e-12)
+    assert all(type(v) is float for r in c["rows"] for v in r.values())   # printed as numbers, not np.float64(..)
     assert c["wins"] == 1 and c["coverage"] == pytest.approx(40.0 / 50.0) and c["coverage_beta"] == 0.01
     assert c["goal"]["delta_leq_0_at_least"] == 3 and not c["goal"]["met"]
     assert c["mr_values"] == "evaluated at every baseline beta"
