@@ -722,7 +722,7 @@ def _synthetic_factory(missing: tuple[str, ...] = ()):
     return factory
 
 
-def test_smoke_experiment_runs_end_to_end_resumes_and_shares_runs(tmp_path):
+def test_smoke_experiment_runs_end_to_end_resumes_and_shares_runs(tmp_path, monkeypatch):
     """fig1 at the smoke preset on synthetic 28x28 data: real ResNet MR-VAE and 6 beta-VAEs, trained,
     evaluated, listed in the manifest and drawn; a second call trains nothing; fig6 reuses the runs and
     marks the datasets without data as unavailable. ~10 s on one core."""
@@ -765,6 +765,19 @@ def test_smoke_experiment_runs_end_to_end_resumes_and_shares_runs(tmp_path):
     assert m6["status"] == "partial"
     paths = fig6.plot(root, tmp_path / "fig6")
     _assert_pictures(paths, tmp_path / "fig6")
+
+    # a finished MR run records what its recipe set; once the recipe's settings change (same name, so the same
+    # run folder), the runner refuses to take the old run for one of the new settings
+    from deep.train import config as C
+    mr_dir = root / groups["omniglot_resnet_mr"]["runs"][0]["run_dir"]
+    assert json.loads((mr_dir / "config.json").read_text())["recipe_settings"] == C.RECIPES["mrvae"]
+    beta_dir = root / groups["omniglot_resnet_beta_linear"]["runs"][0]["run_dir"]
+    assert json.loads((beta_dir / "config.json").read_text())["recipe_settings"] is None
+    monkeypatch.setitem(C.RECIPES, "mrvae", {**C.RECIPES["mrvae"], "monotone_decoder": False})
+    with pytest.raises(C.ConfigError, match=r"is complete but it was trained when recipe 'mrvae' set other values "
+                                            r"\(monotone_decoder: then True, now False\)"):
+        X.run_experiment("fig1", "smoke", root, device="cpu", threads=1, data_factory=_synthetic_factory(),
+                         strict=True)
 
 
 def test_learning_rate_grid_is_selected_at_beta_one_on_the_validation_split(monkeypatch, tmp_path):

@@ -154,6 +154,7 @@ def _train_and_evaluate(fields: dict, group: Group, evaluations: list[Evaluation
                         device: str) -> dict:
     T = _train_module()
     from deep.evaluate import evaluate_run
+    from deep.train.config import recipe_change
     from deep.train.runs import RunPaths, read_json
 
     config = T.TrainConfig(**fields)
@@ -163,6 +164,11 @@ def _train_and_evaluate(fields: dict, group: Group, evaluations: list[Evaluation
                               "beta": None if config.mr else config.beta,
                               "run_dir": _rel(run_dir, root), "results": {}}
     if paths.summary.exists():
+        why = recipe_change(read_json(paths.config), config) if paths.config.exists() else None
+        if why:
+            raise T.ConfigError(f"run folder {run_dir} is complete but {why}; it is not the run this preset asks "
+                                "for. Move it aside (or delete it) and run again to train it with the current "
+                                "recipe")
         record["trained"] = "skipped (already complete)"
     else:
         resume = paths.checkpoint.exists()

@@ -381,6 +381,25 @@ def config_diff(saved: dict, now: dict) -> list[str]:
             if jsonable(saved.get(k)) != jsonable(now.get(k))]
 
 
+def recipe_settings(config: "TrainConfig") -> dict | None:
+    """What an MR-VAE's recipe sets (every entry of :data:`RECIPES` for it, model-side settings included), as
+    recorded in a run's ``config.json`` (``recipe_settings``); None for a beta-VAE, which has no gates."""
+    return dict(RECIPES[config.recipe]) if config.mr and config.recipe in RECIPES else None
+
+
+def recipe_change(recorded: dict, config: "TrainConfig") -> str | None:
+    """Why a finished run (its ``config.json`` content ``recorded``) is not a run of ``config``'s recipe as the
+    recipe is defined now, or None. Run folder names hold the recipe's name only, so a finished MR run of a
+    recipe whose settings have changed since would otherwise be taken for a run of the new settings. Runs
+    written before ``recipe_settings`` was recorded are not checked."""
+    then, now = recorded.get("recipe_settings"), recipe_settings(config)
+    if then is None or now is None or then == now:
+        return None
+    diff = ", ".join(f"{k}: then {then.get(k)!r}, now {now.get(k)!r}" for k in sorted(set(then) | set(now))
+                     if then.get(k) != now.get(k))
+    return f"it was trained when recipe {config.recipe!r} set other values ({diff})"
+
+
 def load_config(run_dir: str | os.PathLike) -> TrainConfig:
     """The TrainConfig stored in a run folder's ``config.json``."""
     from .runs import RunError, RunPaths, read_json

@@ -43,7 +43,7 @@ from deep.models import registry as families
 from deep.models.base import RATE_DEFINITION, MultiRateVAE, batch_size_of
 
 from . import distributed as D
-from .config import (VAL_BETAS, ConfigError, TrainConfig, config_diff,
+from .config import (VAL_BETAS, ConfigError, TrainConfig, config_diff, recipe_settings,
                      resolve_device, run_dir_for)
 from .runtime import tune_cpu_allocator
 from .schedules import kl_factor, lr_factor
@@ -454,6 +454,7 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
             paths.failure.unlink()
         write_json(paths.config, {
             "config": config.to_dict(),
+            "recipe_settings": recipe_settings(config),
             "model_config": _model_config(model),
             "n_params": _count_params(model),
             "conventions": conventions(config, model, data, world_size=ctx.world_size),
