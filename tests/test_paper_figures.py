@@ -107,8 +107,9 @@ def write_manifest(root: Path, name: str, *, seeds=(0, 1), unavailable_groups: d
                 for beta in g.betas:
                     run_dir = Path("runs") / name / g.key / f"beta{beta:g}_s{seed}"
                     extra = extras(g, [beta], seed) if extras else None
+                    offset = 4.0 if g.config.get("kl_schedule", "constant") == "constant" else 5.0  # schedules differ
                     _write_rd(root / run_dir / "results" / "rd.json", [beta], kind="beta-VAE", seed=seed,
-                              offset=4.0, extra=extra, images=want_images)
+                              offset=offset, extra=extra, images=want_images)
                     rec["runs"].append({"lr": 1e-3, "seed": seed, "beta": beta, "run_dir": run_dir.as_posix(),
                                         "results": {"rd.json": (run_dir / "results" / "rd.json").as_posix()},
                                         "status": "complete", "train_time_s": 95.0, "n_params": 1_881_217})
@@ -965,3 +966,13 @@ def test_fig1_writes_the_claim_next_to_the_figure(results, tmp_path):
     k = int(np.argmin(np.abs(np.log(mr.beta) - math.log(base.beta[j]))))
     assert claim["coverage"] == pytest.approx(mr["rate"][k] / base["rate"][j], rel=1e-9)
     assert "Δ(β)" in (tmp_path / "f" / "fig1_claim.md").read_text()
+    # and against the KL-annealed beta-VAEs, each delta from that sweep's own point at the beta
+    kl_json = tmp_path / "f" / "fig1_kl_annealing_claim.json"
+    assert kl_json in paths and (tmp_path / "f" / "fig1_kl_annealing_claim.md") in paths
+    kl = json.loads(kl_json.read_text())
+    anneal = group_curve(m, "omniglot_resnet_beta_linear")
+    assert kl["betas"] == sorted(anneal.beta.tolist())
+    for row in kl["rows"]:
+        i = int(np.argmin(np.abs(anneal.beta - row["beta"])))
+        assert row["beta_vae_loss"] == pytest.approx(anneal["distortion"][i] + anneal.beta[i] * anneal["rate"][i])
+        assert row["delta"] == pytest.approx(row["mr_loss"] - row["beta_vae_loss"])
