@@ -163,12 +163,8 @@ def _train_and_evaluate(fields: dict, group: Group, evaluations: list[Evaluation
     record: dict[str, Any] = {"lr": config.lr, "seed": config.seed,
                               "beta": None if config.mr else config.beta,
                               "run_dir": _rel(run_dir, root), "results": {}}
-    if paths.summary.exists():
-        why = recipe_change(read_json(paths.config), config) if paths.config.exists() else None
-        if why:
-            raise T.ConfigError(f"run folder {run_dir} is complete but {why}; it is not the run this preset asks "
-                                "for. Move it aside (or delete it) and run again to train it with the current "
-                                "recipe")
+    finished = paths.summary.exists()
+    if finished:
         record["trained"] = "skipped (already complete)"
     else:
         resume = paths.checkpoint.exists()
@@ -179,6 +175,10 @@ def _train_and_evaluate(fields: dict, group: Group, evaluations: list[Evaluation
         record["trained"] = f"trained in {time.perf_counter() - t0:.1f} s" + (" (resumed)" if resume else "")
     summary = read_json(paths.summary) if paths.summary.exists() else {}
     cfg_json = read_json(paths.config) if paths.config.exists() else {}
+    why = recipe_change(cfg_json, config) if finished else None
+    if why:
+        raise T.ConfigError(f"run folder {run_dir} is complete but {why}; it is not the run this preset asks "
+                            "for. Move it aside (or delete it) and run again to train it with the current recipe")
     record["train_time_s"] = summary.get("time_s")
     record["examples_per_s"] = summary.get("examples_per_s")
     record["n_params"] = summary.get("n_params", cfg_json.get("n_params"))
