@@ -12,9 +12,11 @@ The MR-VAE's values at a baseline beta come from its evaluation at exactly that 
 evaluate MR-VAEs at the 10 baseline betas, ``rd_baselines.json``); otherwise from linear interpolation in
 log beta of its curve, and the output says so.
 
-Reads only result files. ``python -m paper_figures.claim --mr MR_RD.json --baselines SWEEP_DIR_OR_RD.json...
-[--out PREFIX]`` for loose files (a sweep folder's ``index.json`` lists its runs); :func:`write_for_group`
-is what the Fig. 1 / Fig. 5 scripts call to write ``<figure>_claim.md`` / ``.json`` next to the figure.
+Reads only result files. ``python -m paper_figures.claim --mr MR_RD.json [MR_RD.json ...] --baselines
+SWEEP_DIR_OR_RD.json... [--out PREFIX]`` for loose files (a sweep folder's ``index.json`` lists its runs);
+with several MR-VAEs (e.g. the cells of an ablation) it prints one markdown row per MR-VAE
+(:func:`claim_table`). :func:`write_for_group` is what the Fig. 1 / Fig. 5 scripts call to write
+``<figure>_claim.md`` / ``.json`` next to the figure.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import numpy as np
 
 from .style import MalformedResultsError, group_curve, load_rd
 
-__all__ = ["claim_numbers", "write_claim", "write_for_group", "GOAL_DELTA_COUNT", "GOAL_COVERAGE", "main"]
+__all__ = ["claim_numbers", "claim_table", "write_claim", "write_for_group", "GOAL_DELTA_COUNT", "GOAL_COVERAGE", "main"]
 
 #: issue 19's goal: delta <= 0 at this many of the baseline betas ...
 GOAL_DELTA_COUNT = 7
@@ -101,6 +103,27 @@ def write_claim(claim: dict, out_prefix: str | Path, title: str = "", protocol: 
     return [js, md]
 
 
+def claim_table(claims: dict[str, dict]) -> str:
+    """A markdown table with one row per MR-VAE (``{label: claim_numbers(...)}``, all against the same
+    baselines): Δ ≤ 0 count, coverage (and the MR-VAE's rate at the smallest beta), Δ at every beta, mean Δ."""
+    betas = next(iter(claims.values()))["betas"] if claims else []
+    for label, c in claims.items():
+        if not np.allclose(c["betas"], betas, rtol=1e-6):
+            raise ValueError(f"{label}: its claim is against other betas ({c['betas']}) than the first row's")
+    head = ["MR-VAE", "Δ ≤ 0 at", "coverage (R_MR)"] + [f"Δ({b:.3g})" for b in betas] + ["mean Δ"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, c in claims.items():
+        cells = [label, f"{c['wins']}/{c['n']}", f"{c['coverage']:.3f} ({c['rows'][0]['mr_rate']:.1f})"]
+        cells += [f"{d:+.2f}" for d in c["delta"]] + [f"{float(np.mean(c['delta'])):+.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _label(path: Path) -> str:
+    """A run's folder name for ``RUN/results/<file>.json``, else the path as given."""
+    return path.parent.parent.name if path.parent.name == "results" else str(path)
+
+
 def write_for_group(manifest: dict, dataset: str, arch: str, out_prefix: str | Path, title: str = "",
                     protocol: str = "") -> list[Path]:
     """The claim of one panel of a figure's manifest (``<dataset>_<arch>_mr`` against the constant-beta
@@ -129,19 +152,37 @@ def _baseline_points(paths: Sequence[str]) -> tuple[list[float], list[float], li
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description="delta(beta) and coverage of an MR-VAE against beta-VAEs")
-    ap.add_argument("--mr", required=True, help="the MR-VAE's rd JSON (evaluated at the baseline betas)")
+    ap.add_argument("--mr", nargs="+", required=True,
+                    help="the MR-VAE's rd JSON (evaluated at the baseline betas); several: one table row each")
     ap.add_argument("--baselines", nargs="+", required=True, help="beta-VAE rd JSON files or sweep folders")
-    ap.add_argument("--out", default=None, help="write <OUT>_claim.json and <OUT>_claim.md")
+    ap.add_argument("--out", default=None, help="write <OUT>_claim.json and <OUT>_claim.md (several --mr: "
+                                                 "<OUT>_claims.json and the table <OUT>_claims.md)")
     ap.add_argument("--title", default="")
     args = ap.parse_args(argv)
-    mr = load_rd(args.mr)
-    claim = claim_numbers(mr["beta"], mr["rate"], mr["distortion"], *_baseline_points(args.baselines))
+    baselines = _baseline_points(args.baselines)
+    claims: dict[str, dict] = {}
+    for f in map(Path, args.mr):
+        mr = load_rd(f)
+        label = _label(f)
+        if label in claims:
+            label = str(f)
+        claims[label] = claim_numbers(mr["beta"], mr["rate"], mr["distortion"], *baselines)
+    if len(claims) == 1:
+        claim = next(iter(claims.values()))
+        if args.out:
+            write_claim(claim, args.out, title=args.title)
+        print(f"delta <= 0 at {claim['wins']}/{claim['n']} betas; coverage {claim['coverage']:.3f}; "
+              f"deltas {[round(d, 2) for d in claim['delta']]}")
+        return claim
+    table = claim_table(claims)
     if args.out:
-        write_claim(claim, args.out, title=args.title)
-    print(f"delta <= 0 at {claim['wins']}/{claim['n']} betas; coverage {claim['coverage']:.3f}; "
-          f"deltas {[round(d, 2) for d in claim['delta']]}")
-    return claim
-
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_name(out.name + "_claims.json").write_text(json.dumps({"title": args.title, "claims": claims},
+                                                                       indent=2) + "\n")
+        out.with_name(out.name + "_claims.md").write_text((f"### {args.title}\n\n" if args.title else "") + table)
+    print(table, end="")
+    return claims
 
 if __name__ == "__main__":  # pragma: no cover
     main()

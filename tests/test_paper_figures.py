@@ -951,6 +951,39 @@ def test_claim_numbers_on_a_hand_computed_case():
         claim_numbers([0.1, 1.0], [1.0, 1.0], [1.0, 1.0], [0.01], [1.0], [1.0])
 
 
+def test_claim_cli_compares_several_mr_vaes_in_one_table(tmp_path, capsys):
+    """`python -m paper_figures.claim --mr A B --baselines ...`: one row per MR-VAE, named by its run folder,
+    with the same numbers as the one-MR-VAE call (the ablation tables of docs/recipe.md)."""
+    from paper_figures import claim as claim_mod
+
+    def rd(path, beta, rate, dist):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"beta": beta, "rate": rate, "distortion": dist}))
+        return str(path)
+
+    base = [rd(tmp_path / f"b{i}.json", [b], [r], [d])
+            for i, (b, r, d) in enumerate([(0.01, 50.0, 40.0), (0.1, 20.0, 60.0), (1.0, 5.0, 90.0)])]
+    a = rd(tmp_path / "cell_a" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [40.0, 19.0, 6.0],
+           [42.0, 61.5, 88.0])                                          # the hand-computed case above
+    b = rd(tmp_path / "cell_b" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [50.0, 20.0, 5.0],
+           [39.0, 60.0, 91.0])                                          # -1, 0, +1
+    single = claim_mod.main(["--mr", a, "--baselines", *base])
+    capsys.readouterr()
+    claims = claim_mod.main(["--mr", a, b, "--baselines", *base, "--out", str(tmp_path / "t" / "abl")])
+    assert list(claims) == ["cell_a", "cell_b"]
+    assert claims["cell_a"]["delta"] == single["delta"]
+    np.testing.assert_allclose(claims["cell_b"]["delta"], [-1.0, 0.0, 1.0], atol=1e-12)
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0].startswith("| MR-VAE | Δ ≤ 0 at | coverage (R_MR) | Δ(0.01) | Δ(0.1) | Δ(1) | mean Δ |")
+    assert rows[2] == "| cell_a | 1/3 | 0.800 (40.0) | +1.90 | +1.40 | -1.00 | +0.77 |"
+    assert rows[3] == "| cell_b | 2/3 | 1.000 (50.0) | -1.00 | +0.00 | +1.00 | +0.00 |"
+    assert (tmp_path / "t" / "abl_claims.md").read_text().strip().splitlines() == rows
+    saved = json.loads((tmp_path / "t" / "abl_claims.json").read_text())["claims"]
+    assert saved["cell_b"]["wins"] == 2
+    with pytest.raises(ValueError, match="other betas"):
+        claim_mod.claim_table({"x": single, "y": {**single, "betas": [0.02, 0.1, 1.0]}})
+
+
 def test_fig1_writes_the_claim_next_to_the_figure(results, tmp_path):
     out = tmp_path / "f" / "fig1"
     paths = fig1.plot(results, out)
