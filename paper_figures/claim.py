@@ -184,5 +184,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(table, end="")
     return claims
 
+
 if __name__ == "__main__":  # pragma: no cover
     main()
