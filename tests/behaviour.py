@@ -71,7 +71,10 @@ def _corpus(root: Path) -> Path:
 
 def cases(root: Path) -> dict[str, dict[str, Any]]:
     """name -> TrainConfig fields, training data (or None: the dataset's loader), test data."""
-    common = dict(epochs=1, batch_size=BATCH, device="cpu", seed=0, n_betas=3, out_dir=str(root / "runs"))
+    # beta_sampling pinned to the sampling the numbers were recorded with (the mrvae recipe's default is now
+    # stratified): the fixture checks that the code computes the same, not which default it picks
+    common = dict(epochs=1, batch_size=BATCH, device="cpu", seed=0, n_betas=3, out_dir=str(root / "runs"),
+                  beta_sampling="example")
     train_img, test_img = _discs(N_TRAIN, 0), _discs(24, 1)
     grid = _dsprites_grid("train")
     corpus = _corpus(root / "data")
@@ -79,8 +82,8 @@ def cases(root: Path) -> dict[str, dict[str, Any]]:
         "resnet_mr": dict(config=dict(dataset="mnist", arch="resnet", lr=1e-3, **common),
                           train=train_img, test=test_img),
         "resnet_mr_monotone_batch": dict(
-            config=dict(dataset="mnist", arch="resnet", lr=1e-3, beta_sampling="batch",
-                        model_options={"monotone_decoder": True}, **common), train=train_img, test=test_img),
+            config=dict(common, dataset="mnist", arch="resnet", lr=1e-3, beta_sampling="batch",
+                        model_options={"monotone_decoder": True}), train=train_img, test=test_img),
         "resnet_beta": dict(config=dict(dataset="mnist", arch="resnet", mr=False, beta=0.5, kl_schedule="linear",
                                         lr=1e-3, **common), train=train_img, test=test_img),
         "conv_mr": dict(config=dict(dataset="mnist", arch="conv", lr=1e-3, latent_dim=8, **common),

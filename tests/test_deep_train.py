@@ -262,6 +262,23 @@ def test_mr_beta_sampling_per_example_or_per_batch(tmp_path, per):
         assert all(d == 1 for d in distinct) and torch.unique(allb).numel() == 5
 
 
+@pytest.mark.parametrize("recipe, expected", [("mrvae", "stratified"), ("paper", "example")])
+def test_the_recipe_decides_the_beta_sampling_left_unset(tmp_path, recipe, expected):
+    """docs/recipe.md: the default recipe samples beta stratified over the range, the paper's one log-uniform
+    beta per example; a value the user gives wins, also when the recipe is switched afterwards."""
+    cfg = tiny_config(tmp_path, epochs=1, recipe=recipe, beta_a=0.1, beta_b=5.0)
+    assert cfg.beta_sampling == expected
+    _, model = run(cfg)
+    slots = [sorted(((torch.log(b.double()) - math.log(0.1)) / math.log(50.0) * 32).floor().long().tolist())
+             for b in model.seen_betas]
+    # stratified: each batch of 32 has one beta in each of the 32 slices; 32 independent draws all land in
+    # different slices with probability 32!/32^32 < 1e-12
+    assert all(s == list(range(32)) for s in slots) is (expected == "stratified")
+    other = "paper" if recipe == "mrvae" else "mrvae"
+    assert cfg.replace(recipe=other).beta_sampling == {"mrvae": "stratified", "paper": "example"}[other]
+    assert cfg.replace(beta_sampling="batch").replace(recipe=other).beta_sampling == "batch"
+
+
 def test_beta_vae_gets_its_fixed_beta_and_the_schedule_scales_the_kl(tmp_path):
     cfg = tiny_config(tmp_path, epochs=4, mr=False, beta=0.5, kl_schedule="linear")
     run_dir, model = run(cfg)

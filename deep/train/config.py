@@ -39,17 +39,19 @@ OPTIMIZERS = ("adam", "adamax")
 #: How an MR-VAE's per-example losses are weighted across beta (see TrainConfig.loss_normalization).
 LOSS_NORMALIZATIONS = ("none", "per_beta")
 #: Training recipes of MR-VAEs: the values a config takes for the fields it leaves unset (None).
-#: ``paper`` is the paper's exact recipe (one learning rate for everything, free gates, log-uniform beta, the
-#: plain mean loss); ``mrvae`` is this project's default, chosen by the measurements in docs/recipe.md.
-#: ``monotone_decoder`` is read by the families that have monotone decoder gates (Conv/ResNet).
+#: ``paper`` is the paper's exact recipe (one learning rate for everything, free gates, one log-uniform beta per
+#: example as in the reference code, the plain mean loss); ``mrvae`` is this project's default, chosen by the
+#: measurements in docs/recipe.md (stratified beta sampling: lower mean delta than per-example sampling in all
+#: four paired comparisons there). ``monotone_decoder`` is read by the families that have monotone decoder gates
+#: (Conv/ResNet).
 RECIPES: dict[str, dict[str, Any]] = {
-    "mrvae": {"hyper_lr_mult": 30.0, "beta_density_power": 1.0, "loss_normalization": "none",
-              "monotone_decoder": True},
-    "paper": {"hyper_lr_mult": 1.0, "beta_density_power": 1.0, "loss_normalization": "none",
-              "monotone_decoder": False},
+    "mrvae": {"hyper_lr_mult": 30.0, "beta_sampling": "stratified", "beta_density_power": 1.0,
+              "loss_normalization": "none", "monotone_decoder": True},
+    "paper": {"hyper_lr_mult": 1.0, "beta_sampling": "example", "beta_density_power": 1.0,
+              "loss_normalization": "none", "monotone_decoder": False},
 }
 #: The TrainConfig fields a recipe sets when they are left at None.
-RECIPE_FIELDS = ("hyper_lr_mult", "beta_density_power", "loss_normalization")
+RECIPE_FIELDS = ("hyper_lr_mult", "beta_sampling", "beta_density_power", "loss_normalization")
 
 
 #: Numeric precisions of training (:mod:`deep.train.distributed` implements them).
@@ -133,15 +135,16 @@ class TrainConfig:
                      "(dsprites), lstm (yahoo).", choices=_arch_names)
     mr: bool = _doc(True, "An MR-VAE (one model for the whole beta range) or, when false, a beta-VAE at beta.")
     recipe: str = _doc("mrvae", "Training recipe of an MR-VAE, for the options left unset: mrvae (this project's "
-                       "default: gate learning rate x30, decoder gates non-increasing in beta; docs/recipe.md) or "
-                       "paper (the paper's exact recipe: one learning rate, free gates).", choices=tuple(RECIPES))
+                       "default: gate learning rate x30, stratified beta sampling, decoder gates non-increasing in "
+                       "beta; docs/recipe.md) or paper (the paper's exact recipe: one learning rate, one beta per "
+                       "example, free gates).", choices=tuple(RECIPES))
     beta: float = _doc(1.0, "beta of a beta-VAE (weight on the rate).")
     beta_a: float = _doc(0.01, "Lower end of the MR-VAE's training range of beta (log-uniform).")
     beta_b: float = _doc(10.0, "Upper end of the MR-VAE's training range of beta.")
-    beta_sampling: str = _doc(
-        "example", "One beta per example (reference code), per minibatch (paper's Algorithm 1), or per "
-        "example stratified over the range (each batch covers [a, b] evenly; same log-uniform marginal).",
-        choices=BETA_SAMPLING)
+    beta_sampling: str | None = _doc(
+        None, "One beta per example (reference code), per minibatch (paper's Algorithm 1), or per "
+        "example stratified over the range (each batch covers [a, b] evenly; same log-uniform marginal). "
+        "Default: the recipe's (mrvae stratified, paper example).", choices=BETA_SAMPLING)
     beta_density_power: float | None = _doc(
         None, "Shape of the MR-VAE's beta density: log beta = log a + (log b - log a) * U^p; 1 is log-uniform "
         "(the paper), p > 1 puts more samples at small beta (p = 2: half in the lowest quarter of the log range). "
