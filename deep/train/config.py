@@ -42,8 +42,8 @@ LOSS_NORMALIZATIONS = ("none", "per_beta")
 #: ``paper`` is the paper's exact recipe (one learning rate for everything, free gates, one log-uniform beta per
 #: example as in the reference code, the plain mean loss); ``mrvae`` is this project's default, chosen by the
 #: measurements in docs/recipe.md (stratified beta sampling: lower mean delta than per-example sampling in 4 of
-#: 6 paired comparisons there, -0.48 nats on average). ``monotone_decoder`` is read by the families that have monotone decoder gates
-#: (Conv/ResNet).
+#: 6 paired comparisons there, -0.48 nats on average). ``monotone_decoder`` is read by the families that have
+#: monotone decoder gates (Conv/ResNet).
 RECIPES: dict[str, dict[str, Any]] = {
     "mrvae": {"hyper_lr_mult": 30.0, "beta_sampling": "stratified", "beta_density_power": 1.0,
               "loss_normalization": "none", "monotone_decoder": True},
