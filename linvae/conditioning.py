@@ -372,6 +372,20 @@ class Gate(nn.Module):
         gates and :meth:`init_linear_vae_response_` need)."""
         return self.kind != "film" and not len(self.hyper.body) and self.hyper.out.in_features == 1
 
+    def init_decreasing_(self, slope: float) -> None:
+        """Start every channel closing as beta grows: slope ``w = -slope`` (sigmoid) or ``+slope`` (sqrt) of the
+        pre-activation ``w u + b`` per unit of the hyper-input ``u`` (which spans ``[-sqrt 3, sqrt 3]`` over the
+        trained range); the bias, hence the gate value at the range's centre ``u = 0``, is kept. The exact
+        linear-VAE gates decrease in beta (paper-notes 2.5), and so do the trained Conv/ResNet gates (docs/recipe.md).
+        ``slope = 0`` is the default start, the same gate value at every beta."""
+        if not self.affine:
+            raise ValueError("a decreasing gate initialisation needs a sigmoid or sqrt gate with the affine hyper "
+                             f"map (hidden=(), in_features=1); got kind {self.kind!r}")
+        if not math.isfinite(slope) or slope < 0:
+            raise ValueError(f"the initial gate slope must be a finite number >= 0, got {slope!r}")
+        with torch.no_grad():
+            self.hyper.out.weight.fill_(-slope if self.kind == "sigmoid" else slope)
+
     def init_linear_vae_response_(self, lam: float | torch.Tensor, beta_range: "BetaRange",
                                   channels: slice = slice(None)) -> None:
         """Start ``channels`` as the exact linear VAE's response to beta for an eigenvalue ``lam`` (a number,

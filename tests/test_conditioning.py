@@ -136,6 +136,29 @@ def test_projected_monotone_gate_is_monotone_in_beta(kind, direction):
     assert kept.sum() == 4 and torch.equal(w[kept], torch.linspace(-2.0, 2.0, 8)[kept])
 
 
+@pytest.mark.parametrize("kind", ["sigmoid", "sqrt"])
+def test_decreasing_initialisation_has_the_stated_slope_and_centre(kind):
+    gate = Gate(5, kind)
+    gate.init_decreasing_(0.5)
+    u = torch.tensor([-math.sqrt(3.0), 0.0, math.sqrt(3.0)], dtype=torch.float64)
+    b = gate_bias_for_value(kind, 0.9)
+    pre = b + (-0.5 if kind == "sigmoid" else 0.5) * u  # the gate closes as beta (and u) grows
+    expected = torch.sigmoid(pre) if kind == "sigmoid" else torch.sqrt(-torch.expm1(pre))
+    got = gate.factors(u.float()).detach()
+    assert torch.allclose(got, expected.float().unsqueeze(1).expand(3, 5), atol=1e-6)
+    assert math.isclose(float(got[1, 0]), 0.9, rel_tol=1e-6) and bool((torch.diff(got, dim=0) < 0).all())
+    # a monotone gate keeps it: the slope already has the sign its direction needs
+    mono = Gate(5, kind, direction="decreasing")
+    mono.init_decreasing_(0.5)
+    before = mono.hyper.out.weight.clone()
+    mono.project_()
+    assert torch.equal(mono.hyper.out.weight, before)
+    with pytest.raises(ValueError, match=">= 0"):
+        gate.init_decreasing_(-1.0)
+    with pytest.raises(ValueError, match="affine"):
+        Gate(5, kind, hidden=(3,)).init_decreasing_(0.5)
+
+
 def test_monotone_gate_needs_the_affine_one_input_map():
     for kwargs in (dict(kind="film"), dict(hidden=(4,)), dict(in_features=3)):
         kind = kwargs.pop("kind", "sqrt")

@@ -258,6 +258,7 @@ def test_beta_shape_errors():
 @pytest.mark.parametrize("kwargs", [
     dict(dataset="mnist", arch="resnet"),
     dict(dataset="mnist", arch="conv", monotone_decoder=True),
+    dict(dataset="omniglot", arch="resnet", monotone_decoder=True, gate_init_slope=0.5),
     dict(dataset="omniglot", arch="resnet", mr=False),
     dict(dataset="svhn", arch="resnet", latent_dim=8, enc_gate="film", dec_gate="sigmoid", hyper_hidden=(4,),
          beta_range=BetaRange(0.1, 5.0), distortion="gaussian_nll"),
@@ -304,6 +305,23 @@ def test_monotone_decoder_constrains_only_the_decoder_gates():
     assert {g.direction for g in model.encoder.modules() if isinstance(g, Gate)} == {None}
     assert "monotone_decoder" not in build_model("mnist", "resnet").config  # the paper's free gates
     assert "monotone_decoder" not in build_model("mnist", "resnet", mr=False, monotone_decoder=True).config
+
+
+def test_gate_init_slope_starts_every_gate_closing_with_beta():
+    model = build_model("omniglot", "resnet", gate_init_slope=0.5)
+    assert model.config["gate_init_slope"] == 0.5
+    u = model.beta_range.standardize(torch.tensor([0.01, 1.0, 10.0]))
+    for gate in model.gates():
+        values = gate.factors(u)
+        assert bool((torch.diff(values, dim=0) < -0.01).all())
+    flat = build_model("omniglot", "resnet")  # the default start: the same gate value at every beta
+    assert "gate_init_slope" not in flat.config
+    assert all(torch.equal(g.hyper.out.weight, torch.zeros_like(g.hyper.out.weight)) for g in flat.gates())
+    assert "gate_init_slope" not in build_model("omniglot", "resnet", mr=False, gate_init_slope=0.5).config
+    with pytest.raises(ValueError, match="number >= 0"):
+        build_model("omniglot", "resnet", gate_init_slope=-0.5)
+    with pytest.raises(ValueError, match="affine gate map"):
+        build_model("omniglot", "resnet", gate_init_slope=0.5, hyper_hidden=(4,))
 
 
 def test_log_likelihood_is_minus_distortion_and_refused_for_sse():

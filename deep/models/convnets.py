@@ -369,7 +369,7 @@ class VAE(GaussianLatentVAE):
 
     def __init__(self, *, dataset: str, arch: str, mr: bool, latent_dim: int, beta_range: BetaRange,
                  enc_gate: str, dec_gate: str, hyper_hidden: tuple[int, ...], distortion: str,
-                 shared_hyper: int = 0, monotone_decoder: bool = False) -> None:
+                 shared_hyper: int = 0, monotone_decoder: bool = False, gate_init_slope: float = 0.0) -> None:
         super().__init__()
         info = NET_DATASETS[dataset]
         self.dataset = dataset
@@ -398,6 +398,10 @@ class VAE(GaussianLatentVAE):
         self.decoder = Decoder(self.spec, self.latent_dim, gate_kind=dec_gate if mr else None,
                                hyper_hidden=hyper_hidden, hyper_in=hyper_in,
                                direction="decreasing" if monotone_decoder else None)
+        if gate_init_slope and self.is_mr:
+            self._config["gate_init_slope"] = float(gate_init_slope)
+            for gate in self.gates():
+                gate.init_decreasing_(float(gate_init_slope))
 
     # -- configuration ----------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -441,7 +445,7 @@ def count_parameters(model: nn.Module) -> int:
 def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_dim: int | None = None,
                 beta_range: BetaRange | dict | Sequence[float] = BetaRange(), enc_gate: str = "sigmoid",
                 dec_gate: str = "sqrt", hyper_hidden: Sequence[int] = (), distortion: str | None = None,
-                shared_hyper: int = 0, monotone_decoder: bool = False) -> VAE:
+                shared_hyper: int = 0, monotone_decoder: bool = False, gate_init_slope: float = 0.0) -> VAE:
     """Build a Conv/ResNet beta-VAE (``mr=False``) or MR-VAE for ``dataset``.
 
     Datasets: ``mnist``, ``omniglot`` (28x28x1, latent 32, bernoulli), ``cifar10`` (32x32x3, latent 256),
@@ -453,6 +457,9 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
     linear-VAE decoder response (paper-notes 2.5; the gates' slopes are clamped after each optimiser step,
     :meth:`linvae.conditioning.Gate.project_`); it needs the affine hyper map (no ``hyper_hidden`` or
     ``shared_hyper``).  ``False`` (default) is the paper's free gate.
+    ``gate_init_slope=s > 0`` starts every gate closing as beta grows, by ``s`` in pre-activation per unit of the
+    hyper-input (:meth:`linvae.conditioning.Gate.init_decreasing_`; the affine hyper map only); ``0`` (default)
+    starts every gate at the same value for every beta.
     ``build_model(**model.config)`` rebuilds the same architecture.
     """
     if not isinstance(dataset, str) or dataset.lower() not in NET_DATASETS:
@@ -478,12 +485,19 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
                          f"map and a sigmoid or sqrt decoder gate (got hyper_hidden={list(hidden)}, "
                          f"shared_hyper={shared_hyper}, dec_gate={dec_gate!r}): pass monotone_decoder=False "
                          "(--model-option monotone_decoder=false)")
+    if isinstance(gate_init_slope, bool) or not isinstance(gate_init_slope, (int, float)) \
+            or not math.isfinite(gate_init_slope) or gate_init_slope < 0:
+        raise ValueError(f"gate_init_slope must be a number >= 0, got {gate_init_slope!r}")
+    if gate_init_slope and mr and (hidden or shared_hyper or "film" in (enc_gate, dec_gate)):
+        raise ValueError("gate_init_slope needs the affine gate map and sigmoid or sqrt gates (got "
+                         f"hyper_hidden={list(hidden)}, shared_hyper={shared_hyper}, enc_gate={enc_gate!r}, "
+                         f"dec_gate={dec_gate!r})")
     distortion = info.distortion if distortion is None else distortion
     get_distortion(distortion)  # validates, lists the valid names
     return VAE(dataset=dataset, arch=arch, mr=bool(mr), latent_dim=latent_dim,
                beta_range=as_beta_range(beta_range), enc_gate=enc_gate, dec_gate=dec_gate,
                hyper_hidden=hidden, distortion=distortion, shared_hyper=shared_hyper,
-               monotone_decoder=monotone_decoder)
+               monotone_decoder=monotone_decoder, gate_init_slope=float(gate_init_slope))
 
 
 def build_from_config(config: Any, data: Any = None) -> VAE:
