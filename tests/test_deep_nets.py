@@ -259,6 +259,7 @@ def test_beta_shape_errors():
     dict(dataset="mnist", arch="resnet"),
     dict(dataset="mnist", arch="conv", monotone_decoder=True),
     dict(dataset="omniglot", arch="resnet", monotone_decoder=True, gate_init_slope=0.5),
+    dict(dataset="mnist", arch="conv", gate_latents=True),
     dict(dataset="omniglot", arch="resnet", mr=False),
     dict(dataset="svhn", arch="resnet", latent_dim=8, enc_gate="film", dec_gate="sigmoid", hyper_hidden=(4,),
          beta_range=BetaRange(0.1, 5.0), distortion="gaussian_nll"),
@@ -322,6 +323,27 @@ def test_gate_init_slope_starts_every_gate_closing_with_beta():
         build_model("omniglot", "resnet", gate_init_slope=-0.5)
     with pytest.raises(ValueError, match="affine gate map"):
         build_model("omniglot", "resnet", gate_init_slope=0.5, hyper_hidden=(4,))
+
+
+def test_gate_latents_closed_gives_the_prior_and_a_decoder_blind_to_z():
+    torch.manual_seed(6)
+    model = build_model("omniglot", "resnet", gate_latents=True, monotone_decoder=True).eval()
+    plain = build_model("omniglot", "resnet")
+    assert count_parameters(model) - count_parameters(plain) == 3 * 2 * model.latent_dim  # (w, b) per latent
+    assert model.decoder.z_gate.direction == "decreasing" and model.encoder.mu_gate.direction is None
+    x = _binary_batch(4)
+    with torch.no_grad():
+        assert float(model(x, 0.1).rate.min()) > 1e-3  # open gates: the untrained posterior is not the prior
+        for gate in (model.encoder.mu_gate, model.encoder.log_var_gate):
+            gate.hyper.out.bias.fill_(-60.0)  # sigmoid(-60) = 0: mu = 0 and log var = 0, the prior
+        assert float(model(x, torch.tensor([0.01, 0.1, 1.0, 10.0])).rate.abs().max()) < 1e-6
+        model.decoder.z_gate.hyper.out.bias.fill_(1.0)  # sqrt gate of a pre-activation >= 0 is exactly 0
+        z1, z2 = torch.randn(4, model.latent_dim), torch.randn(4, model.latent_dim)
+        assert torch.equal(model.decoder(z1, model.hyper_input(0.3, 4, z1)).logits,
+                           model.decoder(z2, model.hyper_input(0.3, 4, z2)).logits)
+    assert "gate_latents" not in build_model("omniglot", "resnet", mr=False, gate_latents=True).config
+    with pytest.raises(ValueError, match="true or false"):
+        build_model("omniglot", "resnet", gate_latents="yes")
 
 
 def test_log_likelihood_is_minus_distortion_and_refused_for_sse():

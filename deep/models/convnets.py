@@ -302,16 +302,21 @@ def _make_units(specs: Sequence[Any], *, batch_norm: bool, gate_kind: str | None
 
 
 class Encoder(nn.Module):
-    """Conv/ResNet body, flatten, then two ungated Linear heads: ``forward(x, u) -> EncoderOutput``."""
+    """Conv/ResNet body, flatten, then two Linear heads: ``forward(x, u) -> EncoderOutput``. The heads are
+    ungated (the paper's code) unless ``gate_latents``: then each head's output is gated per latent dimension
+    (``mu_gate``, ``log_var_gate``; a closed gate gives the prior's ``mu = 0``, ``log var = 0``)."""
 
     def __init__(self, spec: ArchSpec, latent_dim: int, *, gate_kind: str | None,
-                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1) -> None:
+                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1, gate_latents: bool = False) -> None:
         super().__init__()
         self.units = _make_units(spec.encoder, batch_norm=spec.batch_norm, gate_kind=gate_kind,
                                  hyper_hidden=hyper_hidden, hyper_in=hyper_in)
         features = math.prod(spec.feature_shape)
         self.mu = nn.Linear(features, latent_dim)
         self.log_var = nn.Linear(features, latent_dim)
+        opts = dict(hidden=tuple(hyper_hidden), in_features=hyper_in)
+        self.mu_gate = Gate(latent_dim, gate_kind, **opts) if gate_kind and gate_latents else None
+        self.log_var_gate = Gate(latent_dim, gate_kind, **opts) if gate_kind and gate_latents else None
 
     def forward(self, x: torch.Tensor, u: torch.Tensor | None) -> EncoderOutput:
         h = x
@@ -319,25 +324,29 @@ class Encoder(nn.Module):
         for unit in self.units:
             h = unit(h, u)
         h = h.flatten(1)
-        return EncoderOutput(self.mu(h), self.log_var(h))
+        return EncoderOutput(_gated(self.mu_gate, self.mu(h), u), _gated(self.log_var_gate, self.log_var(h), u))
 
 
 class Decoder(nn.Module):
-    """Ungated Linear(latent -> feature map), Conv/ResNet body, ungated output conv:
-    ``forward(z, u) -> DecoderOutput(logits)``."""
+    """Linear(latent -> feature map), Conv/ResNet body, ungated output conv:
+    ``forward(z, u) -> DecoderOutput(logits)``. With ``gate_latents`` the latent code is gated per dimension
+    before the Linear (``z_gate``, the linear VAE's decoder gate on the columns of its decoder)."""
 
     def __init__(self, spec: ArchSpec, latent_dim: int, *, gate_kind: str | None,
-                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1, direction: str | None = None) -> None:
+                 hyper_hidden: Sequence[int] = (), hyper_in: int = 1, direction: str | None = None,
+                 gate_latents: bool = False) -> None:
         super().__init__()
         self.feature_shape = spec.decoder_feature_shape
+        self.z_gate = (Gate(latent_dim, gate_kind, hidden=tuple(hyper_hidden), in_features=hyper_in,
+                            direction=direction) if gate_kind and gate_latents else None)
         self.fc = nn.Linear(latent_dim, math.prod(self.feature_shape))
         self.units = _make_units(spec.decoder, batch_norm=spec.batch_norm, gate_kind=gate_kind,
                                  hyper_hidden=hyper_hidden, hyper_in=hyper_in, direction=direction)
         self.out = spec.output.build()
 
     def forward(self, z: torch.Tensor, u: torch.Tensor | None) -> DecoderOutput:
-        h = self.fc(z).reshape(z.shape[0], *self.feature_shape)
         u = _gate_context(self, u)
+        h = self.fc(_gated(self.z_gate, z, u)).reshape(z.shape[0], *self.feature_shape)
         for unit in self.units:
             h = unit(h, u)
         return DecoderOutput(self.out(h))
@@ -369,7 +378,8 @@ class VAE(GaussianLatentVAE):
 
     def __init__(self, *, dataset: str, arch: str, mr: bool, latent_dim: int, beta_range: BetaRange,
                  enc_gate: str, dec_gate: str, hyper_hidden: tuple[int, ...], distortion: str,
-                 shared_hyper: int = 0, monotone_decoder: bool = False, gate_init_slope: float = 0.0) -> None:
+                 shared_hyper: int = 0, monotone_decoder: bool = False, gate_init_slope: float = 0.0,
+                 gate_latents: bool = False) -> None:
         super().__init__()
         info = NET_DATASETS[dataset]
         self.dataset = dataset
@@ -389,15 +399,17 @@ class VAE(GaussianLatentVAE):
             self._config["shared_hyper"] = int(shared_hyper)
         if monotone_decoder and self.is_mr:
             self._config["monotone_decoder"] = True
+        if gate_latents and self.is_mr:
+            self._config["gate_latents"] = True
         # App. D's "2-layer MLP with a shared first layer": one Linear(1 -> H) + ReLU computed once per
         # forward feeds every gate's own Linear(H -> C)
         self.hyper_trunk = SharedHyperTrunk(int(shared_hyper)) if (mr and shared_hyper) else None
         hyper_in = int(shared_hyper) if self.hyper_trunk is not None else 1
         self.encoder = Encoder(self.spec, self.latent_dim, gate_kind=enc_gate if mr else None,
-                               hyper_hidden=hyper_hidden, hyper_in=hyper_in)
+                               hyper_hidden=hyper_hidden, hyper_in=hyper_in, gate_latents=gate_latents)
         self.decoder = Decoder(self.spec, self.latent_dim, gate_kind=dec_gate if mr else None,
                                hyper_hidden=hyper_hidden, hyper_in=hyper_in,
-                               direction="decreasing" if monotone_decoder else None)
+                               direction="decreasing" if monotone_decoder else None, gate_latents=gate_latents)
         if gate_init_slope and self.is_mr:
             self._config["gate_init_slope"] = float(gate_init_slope)
             for gate in self.gates():
@@ -445,7 +457,8 @@ def count_parameters(model: nn.Module) -> int:
 def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_dim: int | None = None,
                 beta_range: BetaRange | dict | Sequence[float] = BetaRange(), enc_gate: str = "sigmoid",
                 dec_gate: str = "sqrt", hyper_hidden: Sequence[int] = (), distortion: str | None = None,
-                shared_hyper: int = 0, monotone_decoder: bool = False, gate_init_slope: float = 0.0) -> VAE:
+                shared_hyper: int = 0, monotone_decoder: bool = False, gate_init_slope: float = 0.0,
+                gate_latents: bool = False) -> VAE:
     """Build a Conv/ResNet beta-VAE (``mr=False``) or MR-VAE for ``dataset``.
 
     Datasets: ``mnist``, ``omniglot`` (28x28x1, latent 32, bernoulli), ``cifar10`` (32x32x3, latent 256),
@@ -460,6 +473,8 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
     ``gate_init_slope=s > 0`` starts every gate closing as beta grows, by ``s`` in pre-activation per unit of the
     hyper-input (:meth:`linvae.conditioning.Gate.init_decreasing_`; the affine hyper map only); ``0`` (default)
     starts every gate at the same value for every beta.
+    ``gate_latents=True`` (ours; the paper's code leaves them ungated) also gates the encoder's ``mu`` and
+    ``log var`` heads and the decoder's input ``z`` per latent dimension, as the linear VAE's response functions do.
     ``build_model(**model.config)`` rebuilds the same architecture.
     """
     if not isinstance(dataset, str) or dataset.lower() not in NET_DATASETS:
@@ -488,6 +503,8 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
     if isinstance(gate_init_slope, bool) or not isinstance(gate_init_slope, (int, float)) \
             or not math.isfinite(gate_init_slope) or gate_init_slope < 0:
         raise ValueError(f"gate_init_slope must be a number >= 0, got {gate_init_slope!r}")
+    if not isinstance(gate_latents, bool):
+        raise ValueError(f"gate_latents must be true or false, got {gate_latents!r}")
     if gate_init_slope and mr and (hidden or shared_hyper or "film" in (enc_gate, dec_gate)):
         raise ValueError("gate_init_slope needs the affine gate map and sigmoid or sqrt gates (got "
                          f"hyper_hidden={list(hidden)}, shared_hyper={shared_hyper}, enc_gate={enc_gate!r}, "
@@ -497,7 +514,8 @@ def build_model(dataset: str, arch: str = "resnet", *, mr: bool = True, latent_d
     return VAE(dataset=dataset, arch=arch, mr=bool(mr), latent_dim=latent_dim,
                beta_range=as_beta_range(beta_range), enc_gate=enc_gate, dec_gate=dec_gate,
                hyper_hidden=hidden, distortion=distortion, shared_hyper=shared_hyper,
-               monotone_decoder=monotone_decoder, gate_init_slope=float(gate_init_slope))
+               monotone_decoder=monotone_decoder, gate_init_slope=float(gate_init_slope),
+               gate_latents=gate_latents)
 
 
 def build_from_config(config: Any, data: Any = None) -> VAE:
