@@ -308,8 +308,9 @@ def _budget_full(dataset: str) -> str:
     n = {"mnist": "50,000-image static binary MNIST", "omniglot": "19,280-image Omniglot (torchvision substitute)"}
     return (f"REDUCED (cpu preset): ResNet only; every model (the one MR-VAE and each beta-VAE) "
             f"{CPU_FULL_EPOCHS[dataset]} epochs on the full {n.get(dataset, dataset)} training split, batch 128, "
-            "Adam lr 1e-3 (linear warm-up over the first epoch, then cosine decay), the default (mrvae) recipe, 1 seed, no LR grid; evaluation on the full "
-            "test set (MR-VAE at 20 log-spaced betas and at the 10 baseline betas) (paper: 200 epochs, LR grid, 3 seeds, ConvNet too)")
+            "Adam lr 1e-3 (linear warm-up over the first epoch, then cosine decay), the default (mrvae) recipe, "
+            "1 seed, no LR grid; evaluation on the full test set (MR-VAE at 20 log-spaced betas and at the 10 "
+            "baseline betas) (paper: 200 epochs, LR grid, 3 seeds, ConvNet too)")
 
 
 def _fig5_binary(dataset: str) -> dict[str, Preset]:
