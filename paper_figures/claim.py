@@ -13,7 +13,9 @@ evaluate MR-VAEs at the 10 baseline betas, ``rd_baselines.json``); otherwise fro
 log beta of its curve, and the output says so.
 
 Reads only result files. ``python -m paper_figures.claim --mr MR_RD.json [MR_RD.json ...] --baselines
-SWEEP_DIR_OR_RD.json... [--out PREFIX]`` for loose files (a sweep folder's ``index.json`` lists its runs);
+SWEEP_DIR_OR_RD.json... [--out PREFIX]`` for loose files (a sweep folder's ``index.json`` lists its runs; a
+written ``*_claim.json`` stands for the beta-VAEs it compared against, so a new MR-VAE can be measured against
+the gallery's baselines in ``docs/img/`` without their runs);
 with several MR-VAEs (e.g. the cells of an ablation) it prints one markdown row per MR-VAE
 (:func:`claim_table`). :func:`write_for_group` is what the Fig. 1 / Fig. 5 scripts call to write
 ``<figure>_claim.md`` / ``.json`` next to the figure.
@@ -137,24 +139,50 @@ def write_for_group(manifest: dict, dataset: str, arch: str, out_prefix: str | P
     return write_claim(claim, out_prefix, title=title, protocol=protocol)
 
 
+def _claim_file_points(path: Path) -> list[tuple[float, float, float]] | None:
+    """(beta, rate, distortion) of the beta-VAEs a written ``*_claim.json`` compared against; None when
+    ``path`` is not a claim file."""
+    data = json.loads(path.read_text())
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        return None
+    keys = ("beta", "beta_vae_rate", "beta_vae_distortion")
+    if not all(k in r for r in rows for k in keys):
+        return None
+    pts = [tuple(float(r[k]) for k in keys) for r in rows]
+    if not all(math.isfinite(v) for p in pts for v in p) or any(p[0] <= 0 for p in pts):
+        raise MalformedResultsError(f"{path}: a claim row has a non-finite value or a beta <= 0")
+    return pts
+
+
 def _baseline_points(paths: Sequence[str]) -> tuple[list[float], list[float], list[float]]:
-    """(beta, rate, distortion) of beta-VAE result files, or of every run a sweep folder's index.json lists."""
+    """(beta, rate, distortion) of beta-VAE result files, of every run a sweep folder's index.json lists, or
+    of the beta-VAEs of a written ``*_claim.json`` (e.g. the gallery's, docs/img/cpu_full_warmup/: a new
+    MR-VAE measured against them without their runs)."""
     files: list[Path] = []
+    pts: list[tuple[float, float, float]] = []
     for p in map(Path, paths):
         if p.is_dir():
             index = json.loads((p / "index.json").read_text())
             files += [p / r["results"] for r in index["runs"] if r.get("results")]
+        elif p.exists() and (claimed := _claim_file_points(p)) is not None:
+            pts += claimed
         else:
             files.append(p)
-    pts = sorted((rd["beta"][0], rd["rate"][0], rd["distortion"][0]) for rd in map(load_rd, files))
-    return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+    pts += [(rd["beta"][0], rd["rate"][0], rd["distortion"][0]) for rd in map(load_rd, files)]
+    pts.sort()
+    betas = [p[0] for p in pts]
+    if any(math.isclose(x, y, rel_tol=1e-6) for x, y in zip(betas, betas[1:])):
+        raise MalformedResultsError(f"two baselines at the same beta among {list(paths)}")
+    return betas, [p[1] for p in pts], [p[2] for p in pts]
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description="delta(beta) and coverage of an MR-VAE against beta-VAEs")
     ap.add_argument("--mr", nargs="+", required=True,
                     help="the MR-VAE's rd JSON (evaluated at the baseline betas); several: one table row each")
-    ap.add_argument("--baselines", nargs="+", required=True, help="beta-VAE rd JSON files or sweep folders")
+    ap.add_argument("--baselines", nargs="+", required=True,
+                    help="beta-VAE rd JSON files, sweep folders, or a written *_claim.json (its beta-VAEs)")
     ap.add_argument("--out", default=None, help="write <OUT>_claim.json and <OUT>_claim.md (several --mr: "
                                                  "<OUT>_claims.json and the table <OUT>_claims.md)")
     ap.add_argument("--title", default="")

@@ -984,6 +984,34 @@ def test_claim_cli_compares_several_mr_vaes_in_one_table(tmp_path, capsys):
         claim_mod.claim_table({"x": single, "y": {**single, "betas": [0.02, 0.1, 1.0]}})
 
 
+def test_claim_cli_reads_the_baselines_of_a_written_claim_file(tmp_path, capsys):
+    """A written ``*_claim.json`` stands for the beta-VAEs it compared against: a new MR-VAE measured against
+    it gets the same deltas as against the beta-VAEs' own result files (round trip through write_claim)."""
+    from paper_figures import claim as claim_mod
+
+    def rd(path, beta, rate, dist):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"beta": beta, "rate": rate, "distortion": dist}))
+        return str(path)
+
+    base = [rd(tmp_path / f"b{i}.json", [b], [r], [d])
+            for i, (b, r, d) in enumerate([(1.0, 5.0, 90.0), (0.01, 50.0, 40.0), (0.1, 20.0, 60.0)])]
+    old = rd(tmp_path / "old" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [40.0, 19.0, 6.0],
+             [42.0, 61.5, 88.0])
+    new = rd(tmp_path / "new" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [50.0, 20.0, 5.0],
+             [39.0, 60.0, 91.0])
+    claim_mod.main(["--mr", old, "--baselines", *base, "--out", str(tmp_path / "g" / "panel")])
+    direct = claim_mod.main(["--mr", new, "--baselines", *base])
+    via_claim = claim_mod.main(["--mr", new, "--baselines", str(tmp_path / "g" / "panel_claim.json")])
+    assert via_claim["betas"] == direct["betas"] == [0.01, 0.1, 1.0]
+    np.testing.assert_allclose(via_claim["delta"], [-1.0, 0.0, 1.0], atol=1e-12)
+    assert via_claim["delta"] == direct["delta"] and via_claim["coverage"] == direct["coverage"] == 1.0
+    capsys.readouterr()
+    # the same beta twice (a claim file and one of its own runs) is an error, not two rows
+    with pytest.raises(MalformedResultsError, match="same beta"):
+        claim_mod.main(["--mr", new, "--baselines", str(tmp_path / "g" / "panel_claim.json"), base[0]])
+
+
 def test_fig1_writes_the_claim_next_to_the_figure(results, tmp_path):
     out = tmp_path / "f" / "fig1"
     paths = fig1.plot(results, out)
