@@ -85,6 +85,7 @@ EVERY_FIELD = {
     "optimizer": (["--optimizer", "adamax"], "adamax"),
     "recipe": (["--recipe", "paper"], "paper"),
     "beta_density_power": (["--beta-density-power", "2"], 2.0),
+    "beta_density_shape": (["--beta-density-shape", "arcsine"], "arcsine"),
     "loss_normalization": (["--loss-normalization", "per_beta"], "per_beta"),
     "weight_decay": (["--weight-decay", "0.01"], 0.01),
     "grad_clip": (["--grad-clip", "2.5"], 2.5),

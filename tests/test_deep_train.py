@@ -588,3 +588,47 @@ def test_beta_density_power_puts_the_stated_mass_at_small_beta():
         assert float(beta.min()) >= 0.01 * (1 - 1e-9) and float(beta.max()) <= 10.0 * (1 + 1e-9)
     strat = r.sample(64, per="stratified", generator=g, power=2.0, dtype=torch.float64)
     assert int((strat.log() < quarter).sum()) == 32                      # stratified: exactly half
+
+
+def test_arcsine_beta_density_puts_the_stated_mass_at_both_ends():
+    """shape="arcsine": the standardised log beta is Beta(1/2, 1/2), P(V < q) = (2 / pi) asin(sqrt(q)) at each
+    end; with a power p on top, P(V^p < q) = (2 / pi) asin(q^(1 / 2p))."""
+    r = BetaRange(0.01, 10.0)
+    g = torch.Generator().manual_seed(0)
+
+    def v(beta):
+        return (beta.log() - r.log_a) / (r.log_b - r.log_a)
+
+    def cdf(q, p=1.0):
+        return 2 / math.pi * math.asin(q ** (0.5 / p))
+
+    for per in ("example", "stratified"):
+        beta = r.sample(200_000, per=per, generator=g, shape="arcsine", dtype=torch.float64)
+        for q in (0.1, 0.25, 0.5):
+            assert float((v(beta) < q).double().mean()) == pytest.approx(cdf(q), abs=0.005)
+            assert float((v(beta) > 1 - q).double().mean()) == pytest.approx(cdf(q), abs=0.005)
+        assert float(beta.min()) >= 0.01 * (1 - 1e-9) and float(beta.max()) <= 10.0 * (1 + 1e-9)
+    both = r.sample(200_000, generator=g, shape="arcsine", power=2.0, dtype=torch.float64)
+    assert float((v(both) < 0.1).double().mean()) == pytest.approx(cdf(0.1, 2.0), abs=0.005)
+    # stratified: one draw per slice of the arcsine's quantiles, so the lowest tenth holds 64 * cdf(0.1) +- 1
+    strat = r.sample(64, per="stratified", generator=g, shape="arcsine", dtype=torch.float64)
+    assert abs(int((v(strat) < 0.1).sum()) - 64 * cdf(0.1)) <= 1
+    with pytest.raises(ValueError, match="shape"):
+        r.sample(4, shape="U-shaped")
+
+
+def test_trainer_draws_betas_from_the_configured_density_shape(tmp_path):
+    """TrainConfig.beta_density_shape reaches the sampler: the betas the model trains on put (2 / pi) asin(
+    sqrt(0.1)) = 0.205 of the draws in each outer tenth of the log range under arcsine, 0.1 log-uniform; the
+    run's protocol says so."""
+    def outer_tenths(model, r):
+        v = (torch.cat(model.seen_betas).double().log() - r.log_a) / (r.log_b - r.log_a)
+        return float((v < 0.1).double().mean()), float((v > 0.9).double().mean())
+
+    for shape, expected in (("uniform", 0.1), ("arcsine", 2 / math.pi * math.asin(math.sqrt(0.1)))):
+        cfg = tiny_config(tmp_path, epochs=10, run_name=shape, beta_density_shape=shape)
+        run_dir, model = run(cfg)
+        low, high = outer_tenths(model, cfg.beta_range)
+        assert low == pytest.approx(expected, abs=0.01) and high == pytest.approx(expected, abs=0.01)
+        sampling = json.loads(RunPaths(run_dir).config.read_text())["conventions"]["beta_sampling"]
+        assert ("sin(pi U / 2)^2" in sampling) == (shape == "arcsine")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from linvae.names import BETA_SAMPLING, GATE_KIND_NAMES
+from linvae.names import BETA_DENSITY_SHAPES, BETA_SAMPLING, GATE_KIND_NAMES
 
 from deep.protocol import BASELINE_BETAS  # the paper's 10 baseline betas, defined once (torch-free)
 
@@ -149,6 +149,10 @@ class TrainConfig:
         None, "Shape of the MR-VAE's beta density: log beta = log a + (log b - log a) * U^p; 1 is log-uniform "
         "(the paper), p > 1 puts more samples at small beta (p = 2: half in the lowest quarter of the log range). "
         "Default: the recipe's.")
+    beta_density_shape: str = _doc(
+        "uniform", "Law of the standardised log beta U before the power: uniform (log-uniform beta) or arcsine "
+        "(U ~ Beta(1/2, 1/2): more samples at both ends of the range, fewer in the middle; 0.205 of them in each "
+        "outer tenth of the log range). An ablation option, not part of a recipe.", choices=BETA_DENSITY_SHAPES)
     loss_normalization: str | None = _doc(
         None, "MR-VAE loss weighting across beta: none (the paper: mean of D + beta R); per_beta: each "
         "example's loss divided by a running mean of the loss in its beta bin (8 bins in log beta), so every "

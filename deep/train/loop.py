@@ -211,9 +211,12 @@ def conventions(config: TrainConfig, model: MultiRateVAE | None = None, data: An
         out["beta_sampling"] = ("log-uniform, one beta per example, stratified: one from each of B equal slices "
                                 "of [log a, log b] per batch of B" if config.beta_sampling == "stratified"
                                 else f"log-uniform, one beta per {config.beta_sampling}")
-        if config.beta_density_power != 1.0:
+        arcsine, power = config.beta_density_shape == "arcsine", config.beta_density_power
+        if arcsine or power != 1.0:
+            v = "sin(pi U / 2)^2" if arcsine else "U"
             out["beta_sampling"] += ("; density reshaped (not log-uniform): log beta = log a + (log b - log a) * "
-                                     f"U^{config.beta_density_power:g}")
+                                     + (f"({v})^{power:g}" if power != 1.0 else v)
+                                     + (" (U uniform: sin(pi U / 2)^2 is arcsine, Beta(1/2, 1/2))" if arcsine else ""))
         out["loss_normalization"] = ("none: mean over examples of the loss" if config.loss_normalization == "none" else
                                      "per_beta: each example's loss divided by the running mean loss of its beta bin "
                                      "(8 bins in log beta), times the mean over bins (deep.train.loop.PerBetaLossScale)")
@@ -522,7 +525,8 @@ def train(config: TrainConfig, *, resume: bool = False, model: nn.Module | None 
             factor = kl_factor(config, step, steps_per_epoch)
             if config.mr:
                 beta = beta_range.sample(bsz, per=config.beta_sampling, generator=rank_beta_gen,
-                                         power=config.beta_density_power).to(device)
+                                         power=config.beta_density_power,
+                                         shape=config.beta_density_shape).to(device)
             else:
                 beta = torch.full((bsz,), float(config.beta), device=device)
             with D.autocast(config.precision, device):
