@@ -951,21 +951,23 @@ def test_claim_numbers_on_a_hand_computed_case():
         claim_numbers([0.1, 1.0], [1.0, 1.0], [1.0, 1.0], [0.01], [1.0], [1.0])
 
 
+def _rd_file(path, beta, rate, dist):
+    """A minimal rd.json (arrays by beta) at ``path``; returns the path as a string."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"beta": beta, "rate": rate, "distortion": dist}))
+    return str(path)
+
+
 def test_claim_cli_compares_several_mr_vaes_in_one_table(tmp_path, capsys):
     """`python -m paper_figures.claim --mr A B --baselines ...`: one row per MR-VAE, named by its run folder,
     with the same numbers as the one-MR-VAE call (the ablation tables of docs/recipe.md)."""
     from paper_figures import claim as claim_mod
 
-    def rd(path, beta, rate, dist):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"beta": beta, "rate": rate, "distortion": dist}))
-        return str(path)
-
-    base = [rd(tmp_path / f"b{i}.json", [b], [r], [d])
+    base = [_rd_file(tmp_path / f"b{i}.json", [b], [r], [d])
             for i, (b, r, d) in enumerate([(0.01, 50.0, 40.0), (0.1, 20.0, 60.0), (1.0, 5.0, 90.0)])]
-    a = rd(tmp_path / "cell_a" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [40.0, 19.0, 6.0],
+    a = _rd_file(tmp_path / "cell_a" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [40.0, 19.0, 6.0],
            [42.0, 61.5, 88.0])                                          # the hand-computed case above
-    b = rd(tmp_path / "cell_b" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [50.0, 20.0, 5.0],
+    b = _rd_file(tmp_path / "cell_b" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [50.0, 20.0, 5.0],
            [39.0, 60.0, 91.0])                                          # -1, 0, +1
     single = claim_mod.main(["--mr", a, "--baselines", *base])
     capsys.readouterr()
@@ -989,16 +991,11 @@ def test_claim_cli_reads_the_baselines_of_a_written_claim_file(tmp_path, capsys)
     it gets the same deltas as against the beta-VAEs' own result files (round trip through write_claim)."""
     from paper_figures import claim as claim_mod
 
-    def rd(path, beta, rate, dist):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"beta": beta, "rate": rate, "distortion": dist}))
-        return str(path)
-
-    base = [rd(tmp_path / f"b{i}.json", [b], [r], [d])
+    base = [_rd_file(tmp_path / f"b{i}.json", [b], [r], [d])
             for i, (b, r, d) in enumerate([(1.0, 5.0, 90.0), (0.01, 50.0, 40.0), (0.1, 20.0, 60.0)])]
-    old = rd(tmp_path / "old" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [40.0, 19.0, 6.0],
+    old = _rd_file(tmp_path / "old" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [40.0, 19.0, 6.0],
              [42.0, 61.5, 88.0])
-    new = rd(tmp_path / "new" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [50.0, 20.0, 5.0],
+    new = _rd_file(tmp_path / "new" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [50.0, 20.0, 5.0],
              [39.0, 60.0, 91.0])
     claim_mod.main(["--mr", old, "--baselines", *base, "--out", str(tmp_path / "g" / "panel")])
     direct = claim_mod.main(["--mr", new, "--baselines", *base])
