@@ -966,9 +966,9 @@ def test_claim_cli_compares_several_mr_vaes_in_one_table(tmp_path, capsys):
     base = [_rd_file(tmp_path / f"b{i}.json", [b], [r], [d])
             for i, (b, r, d) in enumerate([(0.01, 50.0, 40.0), (0.1, 20.0, 60.0), (1.0, 5.0, 90.0)])]
     a = _rd_file(tmp_path / "cell_a" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [40.0, 19.0, 6.0],
-                 [42.0, 61.5, 88.0])                                          # the hand-computed case above
+                 [42.0, 61.5, 88.0])                                    # the hand-computed case above
     b = _rd_file(tmp_path / "cell_b" / "results" / "rd_baselines.json", [0.01, 0.1, 1.0], [50.0, 20.0, 5.0],
-                 [39.0, 60.0, 91.0])                                          # -1, 0, +1
+                 [39.0, 60.0, 91.0])                                    # -1, 0, +1
     single = claim_mod.main(["--mr", a, "--baselines", *base])
     capsys.readouterr()
     claims = claim_mod.main(["--mr", a, b, "--baselines", *base, "--out", str(tmp_path / "t" / "abl")])
