@@ -153,10 +153,34 @@ def run_all(root: Path) -> dict[str, dict[str, float]]:
         torch.set_num_threads(threads)
 
 
+def kernel_fingerprint() -> str:
+    """A hash of the float32 bits of a few convolutions (one thread, fixed inputs): equal on CPUs whose
+    convolution kernels round alike, so a recording made on one CPU kind can be told from another's."""
+    import hashlib
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(8, 16, 14, 14, generator=g)
+        h = hashlib.sha256()
+        for c_in, c_out, k in ((16, 32, 3), (16, 16, 1), (16, 8, 4)):
+            w = torch.randn(c_out, c_in, k, k, generator=g)
+            w_t = torch.randn(c_in, c_out, k, k, generator=g)
+            with torch.no_grad():
+                h.update(torch.nn.functional.conv2d(x, w, padding=k // 2).numpy().tobytes())
+                h.update(torch.nn.functional.conv_transpose2d(x, w_t, stride=2).numpy().tobytes())
+        return h.hexdigest()[:16]
+    finally:
+        torch.set_num_threads(threads)
+
+
 if __name__ == "__main__":  # pragma: no cover - recording
     with tempfile.TemporaryDirectory() as tmp:
         result = run_all(Path(tmp))
+    result["_cpu"] = {"kernel_fingerprint": kernel_fingerprint()}
     target = Path(sys.argv[1])
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {sum(len(v) for v in result.values())} numbers of {len(result)} runs to {target}")
+    runs = {k: v for k, v in result.items() if not k.startswith("_")}
+    print(f"wrote {sum(len(v) for v in runs.values())} numbers of {len(runs)} runs to {target}")

@@ -4,15 +4,57 @@
 ``tests/data/behaviour.json`` holds its numbers as recorded on commit efde188 (before any code moved).
 Where a later change alters a number on purpose (a bug fix), the fixture is re-recorded and the commit
 says which numbers changed and why.
+
+The convolution families' numbers depend on the CPU: oneDNN picks its convolution kernels by instruction
+set and they round differently, and 20 training steps amplify that. Measured on 2026-12-07: an AVX-512/AMX
+machine differs from the efde188 recording by up to 4.1e-3 (relative) in conv_mr, nvae_mr, resnet_beta and
+resnet_mr, and the same machine with oneDNN capped at AVX2 by up to 4.4e-2; the other families agree to
+1.3e-7. So each CPU kind has its own recording, ``tests/data/behaviour*.json``, all of the same code:
+
+* a recording stores the CPU's kernel fingerprint (``behaviour.kernel_fingerprint``: a hash of a few float32
+  convolutions; the efde188 recording predates it). On a CPU whose fingerprint has a recording, every case
+  must equal that recording (relative 1e-6);
+* otherwise a case passes when it equals one of the recordings (the efde188 machine's numbers still match
+  behaviour.json), and else it must stay within :data:`KERNEL_RTOL` of the nearest recording, with a warning
+  that the exact check was not available. That fallback only catches large changes (a 5% change of the beta
+  weight in the loss moves these numbers by less), so add a recording for such a machine with
+  ``python tests/behaviour.py tests/data/behaviour-<cpu>.json``.
+
+A change meant to alter the numbers re-records on every CPU kind it can, and deletes the recordings it
+cannot redo.
 """
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 
-from behaviour import run_all
+from behaviour import kernel_fingerprint, run_all
 
-FIXTURE = Path(__file__).parent / "data" / "behaviour.json"
+FIXTURES = sorted((Path(__file__).parent / "data").glob("behaviour*.json"))
+#: exact check: numbers equal to a recording made on the same CPU kind
+EXACT_RTOL = 1e-6
+#: the fallback on a CPU kind without a recording: 2x the largest kernel difference measured (4.4e-2)
+KERNEL_RTOL = 0.1
+
+
+def _recordings() -> dict[str, dict]:
+    """{file name: {case: numbers}} of every recording (its ``_cpu`` entry dropped)."""
+    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if not k.startswith("_")} for p in FIXTURES}
+
+
+def _own_recordings() -> list[str]:
+    """The recordings made on a CPU with this machine's kernel fingerprint."""
+    here = kernel_fingerprint()
+    return [p.name for p in FIXTURES if json.loads(p.read_text()).get("_cpu", {}).get("kernel_fingerprint") == here]
+
+
+def _changed(expected: dict, got: dict, rtol: float) -> dict:
+    return {k: (expected[k], got[k]) for k in expected if abs(got[k] - expected[k]) > rtol * max(1.0, abs(expected[k]))}
+
+
+def _max_rel(expected: dict, got: dict) -> float:
+    return max((abs(got[k] - expected[k]) / max(1.0, abs(expected[k])) for k in expected), default=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +62,36 @@ def measured(tmp_path_factory):
     return run_all(tmp_path_factory.mktemp("behaviour"))
 
 
-@pytest.mark.parametrize("case", sorted(json.loads(FIXTURE.read_text())))
+def test_every_recording_holds_the_same_cases_and_numbers():
+    """The recordings differ in value only, never in what they record."""
+    recs = _recordings()
+    assert "behaviour.json" in recs
+    first = recs["behaviour.json"]
+    for name, rec in recs.items():
+        assert sorted(rec) == sorted(first), name
+        for case in first:
+            assert sorted(rec[case]) == sorted(first[case]), (name, case)
+
+
+@pytest.mark.parametrize("case", sorted(json.loads((Path(__file__).parent / "data" / "behaviour.json").read_text())))
 def test_numbers_unchanged(measured, case):
-    expected = json.loads(FIXTURE.read_text())[case]
     got = measured[case]
-    missing = sorted(set(expected) - set(got))
-    assert not missing, f"{case}: numbers no longer produced: {missing[:10]}"
-    changed = {k: (expected[k], got[k]) for k in expected
-               if abs(got[k] - expected[k]) > 1e-6 * max(1.0, abs(expected[k]))}
-    assert not changed, f"{case}: {len(changed)} numbers changed, e.g. {dict(list(changed.items())[:8])}"
+    recs = {name: rec[case] for name, rec in _recordings().items()}
+    for name, expected in recs.items():
+        missing = sorted(set(expected) - set(got))
+        assert not missing, f"{case}: numbers no longer produced: {missing[:10]}"
+    own = _own_recordings()
+    if own:   # this CPU kind has its recording: exact, no fallback
+        changed = _changed(recs[own[0]], got, EXACT_RTOL)
+        assert not changed, (f"{case}: {len(changed)} numbers changed from {own[0]}, "
+                             f"e.g. {dict(list(changed.items())[:8])}")
+        return
+    if any(not _changed(expected, got, EXACT_RTOL) for expected in recs.values()):
+        return
+    nearest = min(recs, key=lambda name: _max_rel(recs[name], got))
+    changed = _changed(recs[nearest], got, KERNEL_RTOL)
+    assert not changed, (f"{case}: {len(changed)} numbers changed beyond the CPU-kernel tolerance "
+                         f"{KERNEL_RTOL} from {nearest}, e.g. {dict(list(changed.items())[:8])}")
+    warnings.warn(f"{case}: no recording of this CPU kind; within {KERNEL_RTOL} of {nearest} (largest relative "
+                  f"difference {_max_rel(recs[nearest], got):.1e}), not checked exactly; add one with "
+                  "`python tests/behaviour.py tests/data/behaviour-<cpu>.json`")
