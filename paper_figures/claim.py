@@ -30,6 +30,8 @@ from typing import Sequence
 
 import numpy as np
 
+from deep.experiments.manifest import read_json_object
+
 from .style import MalformedResultsError, group_curve, load_rd
 
 __all__ = ["claim_numbers", "claim_table", "write_claim", "write_for_group", "GOAL_DELTA_COUNT", "GOAL_COVERAGE", "main"]
@@ -39,6 +41,8 @@ GOAL_DELTA_COUNT = 7
 #: ... and at least this coverage of the rate at the smallest beta
 GOAL_COVERAGE = 0.9
 BASELINES_RESULTS = "rd_baselines.json"
+#: the file name ending :func:`write_claim` gives the claim's JSON (``--baselines`` reads such files as beta-VAEs)
+CLAIM_SUFFIX = "_claim.json"
 
 
 def _at(beta: np.ndarray, values: np.ndarray, b: float) -> tuple[float, bool]:
@@ -85,7 +89,7 @@ def write_claim(claim: dict, out_prefix: str | Path, title: str = "", protocol: 
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     data = {**claim, "title": title, "protocol": protocol}
-    js = out_prefix.with_name(out_prefix.name + "_claim.json")
+    js = out_prefix.with_name(out_prefix.name + CLAIM_SUFFIX)
     js.write_text(json.dumps(data, indent=2) + "\n")
     lines = [f"### {title or 'MR-VAE vs beta-VAEs'}", ""]
     if protocol:
@@ -139,16 +143,15 @@ def write_for_group(manifest: dict, dataset: str, arch: str, out_prefix: str | P
     return write_claim(claim, out_prefix, title=title, protocol=protocol)
 
 
-def _claim_file_points(path: Path) -> list[tuple[float, float, float]] | None:
-    """(beta, rate, distortion) of the beta-VAEs a written ``*_claim.json`` compared against; None when
-    ``path`` is not a claim file."""
-    data = json.loads(path.read_text())
-    rows = data.get("rows") if isinstance(data, dict) else None
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
-        return None
+def _claim_file_points(path: Path) -> list[tuple[float, float, float]]:
+    """(beta, rate, distortion) of the beta-VAEs a ``*_claim.json`` written by :func:`write_claim` compared
+    against."""
+    data = read_json_object(path)
+    rows = data.get("rows")
     keys = ("beta", "beta_vae_rate", "beta_vae_distortion")
-    if not all(k in r for r in rows for k in keys):
-        return None
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and all(k in r for k in keys)
+                                                         for r in rows):
+        raise MalformedResultsError(f"{path}: a claim file needs non-empty 'rows' holding {keys}")
     pts = [tuple(float(r[k]) for k in keys) for r in rows]
     if not all(math.isfinite(v) for p in pts for v in p) or any(p[0] <= 0 for p in pts):
         raise MalformedResultsError(f"{path}: a claim row has a non-finite value or a beta <= 0")
@@ -165,8 +168,8 @@ def _baseline_points(paths: Sequence[str]) -> tuple[list[float], list[float], li
         if p.is_dir():
             index = json.loads((p / "index.json").read_text())
             files += [p / r["results"] for r in index["runs"] if r.get("results")]
-        elif p.exists() and (claimed := _claim_file_points(p)) is not None:
-            pts += claimed
+        elif p.name.endswith(CLAIM_SUFFIX):
+            pts += _claim_file_points(p)
         else:
             files.append(p)
     pts += [(rd["beta"][0], rd["rate"][0], rd["distortion"][0]) for rd in map(load_rd, files)]
