@@ -13,6 +13,7 @@ Record again (only when a change is meant to alter these numbers; say which in t
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -144,13 +145,20 @@ def run_case(name: str, case: dict[str, Any]) -> dict[str, float]:
     return numbers(Path(run_dir))
 
 
-def run_all(root: Path) -> dict[str, dict[str, float]]:
+@contextlib.contextmanager
+def _one_thread():
+    """torch on one thread inside the block (the fixture's numbers are recorded that way)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return {name: run_case(name, case) for name, case in cases(root).items()}
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def run_all(root: Path) -> dict[str, dict[str, float]]:
+    with _one_thread():
+        return {name: run_case(name, case) for name, case in cases(root).items()}
 
 
 def kernel_fingerprint() -> str:
@@ -158,9 +166,7 @@ def kernel_fingerprint() -> str:
     convolution kernels round alike, so a recording made on one CPU kind can be told from another's."""
     import hashlib
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread():
         g = torch.Generator().manual_seed(0)
         x = torch.randn(8, 16, 14, 14, generator=g)
         h = hashlib.sha256()
@@ -171,8 +177,6 @@ def kernel_fingerprint() -> str:
                 h.update(torch.nn.functional.conv2d(x, w, padding=k // 2).numpy().tobytes())
                 h.update(torch.nn.functional.conv_transpose2d(x, w_t, stride=2).numpy().tobytes())
         return h.hexdigest()[:16]
-    finally:
-        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":  # pragma: no cover - recording

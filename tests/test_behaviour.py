@@ -36,25 +36,23 @@ FIXTURES = sorted((Path(__file__).parent / "data").glob("behaviour*.json"))
 EXACT_RTOL = 1e-6
 #: the fallback on a CPU kind without a recording: 2x the largest kernel difference measured (4.4e-2)
 KERNEL_RTOL = 0.1
+#: every recording as written: {file name: {case: numbers, "_cpu": {"kernel_fingerprint": ...}}}
+RAW = {p.name: json.loads(p.read_text()) for p in FIXTURES}
+#: {file name: {case: numbers}} (the ``_cpu`` entry dropped)
+RECORDINGS = {name: {k: v for k, v in rec.items() if not k.startswith("_")} for name, rec in RAW.items()}
 
 
-def _recordings() -> dict[str, dict]:
-    """{file name: {case: numbers}} of every recording (its ``_cpu`` entry dropped)."""
-    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if not k.startswith("_")} for p in FIXTURES}
-
-
-def _own_recordings() -> list[str]:
-    """The recordings made on a CPU with this machine's kernel fingerprint."""
-    here = kernel_fingerprint()
-    return [p.name for p in FIXTURES if json.loads(p.read_text()).get("_cpu", {}).get("kernel_fingerprint") == here]
+def _rel(expected: dict, got: dict) -> dict:
+    """Relative difference of every recorded number (relative to max(1, |expected|))."""
+    return {k: abs(got[k] - expected[k]) / max(1.0, abs(expected[k])) for k in expected}
 
 
 def _changed(expected: dict, got: dict, rtol: float) -> dict:
-    return {k: (expected[k], got[k]) for k in expected if abs(got[k] - expected[k]) > rtol * max(1.0, abs(expected[k]))}
+    return {k: (expected[k], got[k]) for k, r in _rel(expected, got).items() if r > rtol}
 
 
 def _max_rel(expected: dict, got: dict) -> float:
-    return max((abs(got[k] - expected[k]) / max(1.0, abs(expected[k])) for k in expected), default=0.0)
+    return max(_rel(expected, got).values(), default=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -62,25 +60,31 @@ def measured(tmp_path_factory):
     return run_all(tmp_path_factory.mktemp("behaviour"))
 
 
+@pytest.fixture(scope="module")
+def own_recordings() -> list[str]:
+    """The recordings made on a CPU with this machine's kernel fingerprint."""
+    here = kernel_fingerprint()
+    return [name for name, rec in RAW.items() if rec.get("_cpu", {}).get("kernel_fingerprint") == here]
+
+
 def test_every_recording_holds_the_same_cases_and_numbers():
     """The recordings differ in value only, never in what they record."""
-    recs = _recordings()
-    assert "behaviour.json" in recs
-    first = recs["behaviour.json"]
-    for name, rec in recs.items():
+    assert "behaviour.json" in RECORDINGS
+    first = RECORDINGS["behaviour.json"]
+    for name, rec in RECORDINGS.items():
         assert sorted(rec) == sorted(first), name
         for case in first:
             assert sorted(rec[case]) == sorted(first[case]), (name, case)
 
 
-@pytest.mark.parametrize("case", sorted(json.loads((Path(__file__).parent / "data" / "behaviour.json").read_text())))
-def test_numbers_unchanged(measured, case):
+@pytest.mark.parametrize("case", sorted(RECORDINGS["behaviour.json"]))
+def test_numbers_unchanged(measured, own_recordings, case):
     got = measured[case]
-    recs = {name: rec[case] for name, rec in _recordings().items()}
+    recs = {name: rec[case] for name, rec in RECORDINGS.items()}
     for name, expected in recs.items():
         missing = sorted(set(expected) - set(got))
         assert not missing, f"{case}: numbers no longer produced: {missing[:10]}"
-    own = _own_recordings()
+    own = own_recordings
     if own:   # this CPU kind has its recording: exact, no fallback
         changed = _changed(recs[own[0]], got, EXACT_RTOL)
         assert not changed, (f"{case}: {len(changed)} numbers changed from {own[0]}, "
