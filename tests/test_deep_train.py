@@ -242,10 +242,14 @@ def test_nan_parameters_are_never_checkpointed(tmp_path):
     assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model"].values())
 
 
+def log_position(betas: torch.Tensor, a: float, b: float) -> torch.Tensor:
+    """Where each beta lies in [log a, log b], as a fraction in [0, 1] (float64)."""
+    return (torch.log(betas.double()) - math.log(a)) / math.log(b / a)
+
+
 def log_slices(betas: torch.Tensor, a: float, b: float) -> list[int]:
     """Sorted index of the slice of [log a, log b], cut into len(betas) equal slices, that holds each beta."""
-    u = (torch.log(betas.double()) - math.log(a)) / math.log(b / a)
-    return sorted((u * betas.numel()).floor().long().tolist())
+    return sorted((log_position(betas, a, b) * betas.numel()).floor().long().tolist())
 
 
 @pytest.mark.parametrize("per", ["example", "batch", "stratified"])
@@ -597,7 +601,7 @@ def test_arcsine_beta_density_puts_the_stated_mass_at_both_ends():
     g = torch.Generator().manual_seed(0)
 
     def v(beta):
-        return (beta.log() - r.log_a) / (r.log_b - r.log_a)
+        return log_position(beta, r.a, r.b)
 
     def cdf(q, p=1.0):
         return 2 / math.pi * math.asin(q ** (0.5 / p))
@@ -622,7 +626,7 @@ def test_trainer_draws_betas_from_the_configured_density_shape(tmp_path):
     sqrt(0.1)) = 0.205 of the draws in each outer tenth of the log range under arcsine, 0.1 log-uniform; the
     run's protocol says so."""
     def outer_tenths(model, r):
-        v = (torch.cat(model.seen_betas).double().log() - r.log_a) / (r.log_b - r.log_a)
+        v = log_position(torch.cat(model.seen_betas), r.a, r.b)
         return float((v < 0.1).double().mean()), float((v > 0.9).double().mean())
 
     for shape, expected in (("uniform", 0.1), ("arcsine", 2 / math.pi * math.asin(math.sqrt(0.1)))):

@@ -304,11 +304,16 @@ def _binary_groups(dataset: str, arch: str, preset: str, schedules: tuple[str, .
     return groups
 
 
+def _epochs_text(epochs: float) -> str:
+    return "epoch" if epochs == 1 else f"{epochs:g} epochs"
+
+
 def _budget_full(dataset: str) -> str:
     n = {"mnist": "50,000-image static binary MNIST", "omniglot": "19,280-image Omniglot (torchvision substitute)"}
     return (f"REDUCED (cpu preset): ResNet only; every model (the one MR-VAE and each beta-VAE) "
             f"{CPU_FULL_EPOCHS[dataset]} epochs on the full {n.get(dataset, dataset)} training split, batch 128, "
-            "Adam lr 1e-3 (linear warm-up over the first epoch, then cosine decay), the default (mrvae) recipe, "
+            f"Adam lr 1e-3 (linear warm-up over the first {_epochs_text(CPU_FULL_WARMUP_EPOCHS)}, then cosine "
+            "decay), the default (mrvae) recipe, "
             "1 seed, no LR grid; evaluation on the full test set (MR-VAE at 20 log-spaced betas and at the 10 "
             "baseline betas) (paper: 200 epochs, LR grid, 3 seeds, ConvNet too)")
 
