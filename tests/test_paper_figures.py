@@ -771,7 +771,7 @@ def test_smoke_experiment_runs_end_to_end_resumes_and_shares_runs(tmp_path, monk
     # run folder), the runner refuses to take the old run for one of the new settings
     from deep.train import config as C
     mr_dir = root / groups["omniglot_resnet_mr"]["runs"][0]["run_dir"]
-    assert json.loads((mr_dir / "config.json").read_text())["recipe_settings"] == C.RECIPES["mrvae"]
+    assert json.loads((mr_dir / "config.json").read_text())["recipe_settings"] == C.recipe_values("mrvae", "resnet")
     beta_dir = root / groups["omniglot_resnet_beta_linear"]["runs"][0]["run_dir"]
     assert json.loads((beta_dir / "config.json").read_text())["recipe_settings"] is None
     monkeypatch.setitem(C.RECIPES, "mrvae", {**C.RECIPES["mrvae"], "monotone_decoder": False})

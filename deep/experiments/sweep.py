@@ -117,7 +117,7 @@ def _sweep_job(cfg_dict: dict, registry: dict, kwargs: dict) -> str:
     register_dataset(d.name, d.loader, default_family=d.default_family, recommended=d.recommended,
                      description=d.description, replace=True)
     register_family(f.name, build=f.build, rebuild=f.rebuild, datasets=f.datasets, description=f.description,
-                    recommended=f.recommended, replace=True)
+                    recommended=f.recommended, recipe_overrides=f.recipe_overrides, replace=True)
     torch.set_num_threads(cfg.num_threads or 1)
     return _sweep_one(cfg, **kwargs)
 

@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # torch-free at import: the CLI builds its options and help f
     from linvae.conditioning import BetaRange
 
 __all__ = ["ConfigError", "TrainConfig", "KL_SCHEDULES", "KL_SCHEDULE_UNITS", "LR_SCHEDULES", "OBJECTIVES",
-           "OPTIMIZERS", "PRECISIONS", "RECIPES", "RECIPE_FIELDS", "LOSS_NORMALIZATIONS", "BASELINE_BETAS",
-           "RUNTIME_FIELDS", "VAL_BETAS", "LOGGERS", "resolve_device", "run_dir_for", "load_config", "config_diff",
+           "OPTIMIZERS", "PRECISIONS", "RECIPES", "RECIPE_FIELDS", "recipe_values", "LOSS_NORMALIZATIONS",
+           "BASELINE_BETAS", "RUNTIME_FIELDS", "VAL_BETAS", "LOGGERS", "resolve_device", "run_dir_for", "load_config", "config_diff",
            "field_help", "field_choices", "precision_problem"]
 
 KL_SCHEDULES = ("constant", "linear", "cyclical")
@@ -43,7 +43,10 @@ LOSS_NORMALIZATIONS = ("none", "per_beta")
 #: example as in the reference code, the plain mean loss); ``mrvae`` is this project's default, chosen by the
 #: measurements in docs/recipe.md (stratified beta sampling: lower mean delta than per-example sampling in 4 of
 #: 6 paired comparisons there, -0.48 nats on average). ``monotone_decoder`` is read by the families that have
-#: monotone decoder gates (Conv/ResNet).
+#: monotone decoder gates (Conv/ResNet). A family may take other values of a recipe (``recipe_overrides`` of
+#: :func:`deep.models.registry.register_family`; :func:`recipe_values`): under ``mrvae`` the ResNet family
+#: trains its gates at 100x (lower mean delta than 30x at 6 of 6 seeds in docs/recipe.md), while 30x stays the
+#: shared value (100x collapses the Yahoo LSTM's rate at small beta; other families are not measured at 100x).
 RECIPES: dict[str, dict[str, Any]] = {
     "mrvae": {"hyper_lr_mult": 30.0, "beta_sampling": "stratified", "beta_density_power": 1.0,
               "loss_normalization": "none", "monotone_decoder": True},
@@ -52,6 +55,22 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 #: The TrainConfig fields a recipe sets when they are left at None.
 RECIPE_FIELDS = ("hyper_lr_mult", "beta_sampling", "beta_density_power", "loss_normalization")
+
+
+def recipe_values(recipe: str, arch: str | None = None) -> dict[str, Any]:
+    """What training recipe ``recipe`` sets for family ``arch``: its :data:`RECIPES` entry, with the values
+    the family registered for it (``register_family(..., recipe_overrides=...)``) in place of the shared ones.
+    The Conv/ResNet family ``resnet`` takes ``hyper_lr_mult`` 100 under ``mrvae`` (docs/recipe.md)."""
+    from deep.models.registry import family_recipe_overrides
+
+    values = dict(RECIPES[recipe])
+    own = family_recipe_overrides(arch, recipe) if arch is not None else {}
+    unknown = sorted(set(own) - set(values))
+    if unknown:
+        raise ConfigError(f"family {arch!r} overrides {unknown} of recipe {recipe!r}, which sets only "
+                          f"{sorted(values)}")
+    values.update(own)
+    return values
 
 
 #: Numeric precisions of training (:mod:`deep.train.distributed` implements them).
@@ -135,8 +154,8 @@ class TrainConfig:
                      "(dsprites), lstm (yahoo).", choices=_arch_names)
     mr: bool = _doc(True, "An MR-VAE (one model for the whole beta range) or, when false, a beta-VAE at beta.")
     recipe: str = _doc("mrvae", "Training recipe of an MR-VAE, for the options left unset: mrvae (this project's "
-                       "default: gate learning rate x30, stratified beta sampling, decoder gates non-increasing in "
-                       "beta; docs/recipe.md) or paper (the paper's exact recipe: one learning rate, one beta per "
+                       "default: gate learning rate x30 (x100 for resnet), stratified beta sampling, decoder gates "
+                       "non-increasing in beta; docs/recipe.md) or paper (the paper's exact recipe: one learning rate, one beta per "
                        "example, free gates).", choices=tuple(RECIPES))
     beta: float = _doc(1.0, "beta of a beta-VAE (weight on the rate).")
     beta_a: float = _doc(0.01, "Lower end of the MR-VAE's training range of beta (log-uniform).")
@@ -170,8 +189,8 @@ class TrainConfig:
     batch_size: int = _doc(128, "Global minibatch size (split over torchrun processes).")
     lr: float = _doc(1e-3, "Peak learning rate.")
     hyper_lr_mult: float | None = _doc(None, "Learning-rate multiplier for the MR gates' hyper-networks "
-                                       "(they train at lr * hyper_lr_mult). Default: the recipe's (mrvae 30, "
-                                       "paper 1).")
+                                       "(they train at lr * hyper_lr_mult). Default: the recipe's for the family "
+                                       "(mrvae 30, 100 for resnet; paper 1).")
     lr_warmup_epochs: float = _doc(0.0, "Linear learning-rate warm-up (epochs), then the lr schedule.")
     lr_schedule: str = _doc("cosine", "cosine: decay to min_lr per step; plateau: x plateau_factor when the "
                             "validation loss stalls for plateau_patience epochs; constant.", choices=LR_SCHEDULES)
@@ -224,9 +243,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.recipe in RECIPES:   # fields left unset take the recipe's values (an unknown recipe: validate())
+            values = recipe_values(self.recipe, self.arch)
             for name in RECIPE_FIELDS:
                 if getattr(self, name) is None:
-                    setattr(self, name, RECIPES[self.recipe][name])
+                    setattr(self, name, values[name])
         self.hyper_hidden = tuple(int(h) for h in (self.hyper_hidden or ()))
         self.data_options = dict(self.data_options or {})
         self.eval_options = dict(self.eval_options or {})
@@ -308,17 +328,20 @@ class TrainConfig:
         return cls(**d)
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """A copy with ``changes``; changing the ``recipe`` moves every recipe field still at the old recipe's
-        value to the new recipe's (fields set to other values stay)."""
-        if "recipe" in changes and changes["recipe"] != self.recipe and self.recipe in RECIPES:
+        """A copy with ``changes``; changing the ``recipe`` or the ``arch`` (whose family may override the
+        recipe) moves every recipe field still at the old value to the new one (fields set to other values
+        stay)."""
+        moved = any(k in changes and changes[k] != getattr(self, k) for k in ("recipe", "arch"))
+        if moved and self.recipe in RECIPES:
+            old = recipe_values(self.recipe, self.arch)
             for name in RECIPE_FIELDS:
-                if name not in changes and getattr(self, name) == RECIPES[self.recipe][name]:
+                if name not in changes and getattr(self, name) == old[name]:
                     changes[name] = None
         return dataclasses.replace(self, **changes)
 
     def recipe_value(self, name: str) -> Any:
-        """The recipe's value of a model-side setting (e.g. ``monotone_decoder``)."""
-        return RECIPES[self.recipe][name]
+        """The recipe's value of a model-side setting (e.g. ``monotone_decoder``) for this config's family."""
+        return recipe_values(self.recipe, self.arch)[name]
 
     @property
     def beta_range(self) -> BetaRange:
@@ -389,9 +412,9 @@ def config_diff(saved: dict, now: dict) -> list[str]:
 
 
 def recipe_settings(config: "TrainConfig") -> dict | None:
-    """What an MR-VAE's recipe sets (every entry of :data:`RECIPES` for it, model-side settings included), as
+    """What an MR-VAE's recipe sets for its family (:func:`recipe_values`, model-side settings included), as
     recorded in a run's ``config.json`` (``recipe_settings``); None for a beta-VAE, which has no gates."""
-    return dict(RECIPES[config.recipe]) if config.mr and config.recipe in RECIPES else None
+    return recipe_values(config.recipe, config.arch) if config.mr and config.recipe in RECIPES else None
 
 
 def recipe_change(recorded: dict, config: "TrainConfig") -> str | None:
