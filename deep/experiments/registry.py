@@ -222,9 +222,9 @@ _PAPER_EVAL = Evaluation(n_betas=20, max_examples=None, batch_size=100, n_images
 _BUDGET_SMOKE = ("REDUCED (smoke preset): 1 epoch on at most 64 training examples, 3 betas per sweep, evaluation "
                  "on a few test examples; checks the pipeline only, the numbers mean nothing")
 _BUDGET_CPU = ("REDUCED (cpu preset): every model {epochs} epochs on {n}, batch {batch}, Adam lr {lr:g} with "
-               "cosine decay (gate hyper-networks at lr x100 for ResNet, x30 otherwise), 1 seed, no LR grid; MR-VAE curves at 20 "
-               "log-spaced betas; evaluation on the first 2,000 test examples (paper: 200 epochs, full "
-               "splits, LR grid, 3 seeds)")
+               "cosine decay (gate hyper-networks at lr x100 for ResNet, x30 otherwise), 1 seed, no LR grid; "
+               "MR-VAE curves at 20 log-spaced betas; evaluation on the first 2,000 test examples (paper: 200 "
+               "epochs, full splits, LR grid, 3 seeds)")
 _BUDGET_PAPER = ("paper protocol (App. C.2): 200 epochs, batch 128, Adam with cosine decay, one learning rate "
                  "for all parameters, LR grid {1e-2 ... 1e-5} selected at beta = 1 on the validation split, "
                  "3 seeds (mean reported), KL annealing over the first 30% of epochs, full test set")

@@ -20,8 +20,8 @@ if TYPE_CHECKING:  # torch-free at import: the CLI builds its options and help f
 
 __all__ = ["ConfigError", "TrainConfig", "KL_SCHEDULES", "KL_SCHEDULE_UNITS", "LR_SCHEDULES", "OBJECTIVES",
            "OPTIMIZERS", "PRECISIONS", "RECIPES", "RECIPE_FIELDS", "recipe_values", "LOSS_NORMALIZATIONS",
-           "BASELINE_BETAS", "RUNTIME_FIELDS", "VAL_BETAS", "LOGGERS", "resolve_device", "run_dir_for", "load_config", "config_diff",
-           "field_help", "field_choices", "precision_problem"]
+           "BASELINE_BETAS", "RUNTIME_FIELDS", "VAL_BETAS", "LOGGERS", "resolve_device", "run_dir_for", "load_config",
+           "config_diff", "field_help", "field_choices", "precision_problem"]
 
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 
@@ -60,7 +60,7 @@ RECIPE_FIELDS = ("hyper_lr_mult", "beta_sampling", "beta_density_power", "loss_n
 def recipe_values(recipe: str, arch: str | None = None) -> dict[str, Any]:
     """What training recipe ``recipe`` sets for family ``arch``: its :data:`RECIPES` entry, with the values
     the family registered for it (``register_family(..., recipe_overrides=...)``) in place of the shared ones.
-    The Conv/ResNet family ``resnet`` takes ``hyper_lr_mult`` 100 under ``mrvae`` (docs/recipe.md)."""
+    The ResNet family (``resnet``) takes ``hyper_lr_mult`` 100 under ``mrvae`` (docs/recipe.md)."""
     from deep.models.registry import family_recipe_overrides
 
     values = dict(RECIPES[recipe])
@@ -155,8 +155,8 @@ class TrainConfig:
     mr: bool = _doc(True, "An MR-VAE (one model for the whole beta range) or, when false, a beta-VAE at beta.")
     recipe: str = _doc("mrvae", "Training recipe of an MR-VAE, for the options left unset: mrvae (this project's "
                        "default: gate learning rate x30 (x100 for resnet), stratified beta sampling, decoder gates "
-                       "non-increasing in beta; docs/recipe.md) or paper (the paper's exact recipe: one learning rate, one beta per "
-                       "example, free gates).", choices=tuple(RECIPES))
+                       "non-increasing in beta; docs/recipe.md) or paper (the paper's exact recipe: one learning "
+                       "rate, one beta per example, free gates).", choices=tuple(RECIPES))
     beta: float = _doc(1.0, "beta of a beta-VAE (weight on the rate).")
     beta_a: float = _doc(0.01, "Lower end of the MR-VAE's training range of beta (log-uniform).")
     beta_b: float = _doc(10.0, "Upper end of the MR-VAE's training range of beta.")
