@@ -329,6 +329,24 @@ def test_a_family_of_ones_own_may_take_its_own_values_of_a_recipe(tmp_path):
             tiny_config(tmp_path, arch="tinybad")
 
 
+def test_a_sweep_worker_restores_the_whole_family_and_dataset_spec(monkeypatch, tmp_path):
+    """A parallel sweep's worker process registers the parent's dataset and family again: every field of
+    their specs (the recipe overrides included) must come back, or the worker trains another recipe."""
+    from deep.data.registry import _DATASETS
+    from deep.models.registry import _FAMILIES
+
+    monkeypatch.setattr(SW, "_sweep_one", lambda cfg, **kw: cfg)
+    with F.temporary_dataset("tiny", F.load_split, recommended={"batch_size": 16}, description="d"), \
+            F.temporary_family("tinyfast", F.build, F.rebuild, ("tiny",), recommended={"lr": 0.5},
+                               recipe_overrides={"mrvae": {"hyper_lr_mult": 7.0}}):
+        specs = {"dataset": _DATASETS["tiny"], "family": _FAMILIES["tinyfast"]}
+        cfg = tiny_config(tmp_path, arch="tinyfast")
+        del _DATASETS["tiny"], _FAMILIES["tinyfast"]   # a fresh worker process has neither
+        SW._sweep_job(cfg.to_dict(), specs, {})
+        assert _DATASETS["tiny"] == specs["dataset"]
+        assert _FAMILIES["tinyfast"] == specs["family"]
+
+
 def test_beta_vae_gets_its_fixed_beta_and_the_schedule_scales_the_kl(tmp_path):
     cfg = tiny_config(tmp_path, epochs=4, mr=False, beta=0.5, kl_schedule="linear")
     run_dir, model = run(cfg)

@@ -4,6 +4,7 @@ Orchestration on top of the trainer (:mod:`deep.train`) and the evaluator (:mod:
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -113,11 +114,9 @@ def _sweep_job(cfg_dict: dict, registry: dict, kwargs: dict) -> str:
     """One sweep run in a worker process: restore the parent's registry entries for this run's dataset
     and architecture (families registered at run time, e.g. by tests), then train and evaluate."""
     cfg = TrainConfig.from_dict(cfg_dict)
-    d, f = registry["dataset"], registry["family"]
-    register_dataset(d.name, d.loader, default_family=d.default_family, recommended=d.recommended,
-                     description=d.description, replace=True)
-    register_family(f.name, build=f.build, rebuild=f.rebuild, datasets=f.datasets, description=f.description,
-                    recommended=f.recommended, recipe_overrides=f.recipe_overrides, replace=True)
+    # each spec's fields are its register call's keywords, so a field added to a spec is restored too
+    for register, spec in ((register_dataset, registry["dataset"]), (register_family, registry["family"])):
+        register(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}, replace=True)
     torch.set_num_threads(cfg.num_threads or 1)
     return _sweep_one(cfg, **kwargs)
 

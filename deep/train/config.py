@@ -59,8 +59,7 @@ RECIPE_FIELDS = ("hyper_lr_mult", "beta_sampling", "beta_density_power", "loss_n
 
 def recipe_values(recipe: str, arch: str | None = None) -> dict[str, Any]:
     """What training recipe ``recipe`` sets for family ``arch``: its :data:`RECIPES` entry, with the values
-    the family registered for it (``register_family(..., recipe_overrides=...)``) in place of the shared ones.
-    The ResNet family (``resnet``) takes ``hyper_lr_mult`` 100 under ``mrvae`` (docs/recipe.md)."""
+    the family registered for it (``register_family(..., recipe_overrides=...)``) in place of the shared ones."""
     from deep.models.registry import family_recipe_overrides
 
     values = dict(RECIPES[recipe])
