@@ -336,6 +336,22 @@ def test_config_hash_ignores_runtime_and_default_fields():
     assert X.config_hash({**base, "hyper_hidden": [64]}) == X.config_hash({**base, "hyper_hidden": (64,)})
 
 
+@pytest.mark.parametrize("name", ["fig5_mnist", "fig5_omniglot", "fig1", "fig9", "fig5_yahoo"])
+def test_a_saved_config_names_the_run_folder_its_fields_name(name):
+    """A run's config.json holds the recipe's values filled in (e.g. the ResNet's hyper_lr_mult 100); it must
+    hash like the preset fields that trained it, or a run trained by `deep train` / `deep sweep` with the same
+    settings is not found by the runner (it was not before this test)."""
+    T = pytest.importorskip("deep.train")
+    for _, fields in R.EXPERIMENTS[name].preset("cpu").runs():
+        saved = T.TrainConfig(**fields).to_dict()
+        assert "beta_sampling" not in fields and saved["beta_sampling"] is not None   # the recipe filled it in
+        assert X.run_folder_name(saved) == X.run_folder_name(fields), (name, fields)
+    # a value other than the recipe's still names another run
+    mr = next(f for g, f in R.EXPERIMENTS[name].preset("cpu").runs() if g.kind == "mr")
+    other = T.TrainConfig(**{**mr, "hyper_lr_mult": 7.0}).to_dict()
+    assert X.run_folder_name(other) != X.run_folder_name(mr)
+
+
 # ------------------------------------------------------------------------------------------
 # figure and table scripts on synthetic results
 # ------------------------------------------------------------------------------------------

@@ -60,21 +60,40 @@ def _canon(value: Any) -> Any:
     return value
 
 
+def _recipe_set(config_dict: dict, defaults: dict) -> dict:
+    """The values the config's recipe gives its family for the fields left unset (``None`` by default), so a
+    saved ``config.json`` (recipe values filled in) hashes like the fields that produced it."""
+    from deep.train.config import RECIPES, recipe_values
+
+    recipe = config_dict.get("recipe", defaults.get("recipe"))
+    if recipe not in RECIPES:
+        return {}
+    try:
+        values = recipe_values(recipe, config_dict.get("arch", defaults.get("arch")))
+    except ValueError:  # a family's bad override (ConfigError): TrainConfig reports it; hash what is given
+        return {}
+    return {k: v for k, v in values.items() if k in defaults and defaults[k] is None}
+
+
 def config_hash(config_dict: dict) -> str:
     """10 hex digits identifying a training configuration: a hash of the fields that differ from the
-    TrainConfig defaults, runtime fields (device, threads, paths, evaluation sizes) excluded, so the hash
-    stays the same when new fields with defaults are added to TrainConfig. An MR-VAE's hash always holds its
-    ``recipe`` (default included): what a recipe sets is part of the training, and runs from before recipes
+    TrainConfig defaults and from the values the recipe gives the family (so the fields of a preset and the
+    ``config.json`` of the run they trained hash alike), runtime fields (device, threads, paths, evaluation
+    sizes) excluded, so the hash stays the same when new fields with defaults are added to TrainConfig. An
+    MR-VAE's hash always holds its ``recipe`` (default included): what a recipe sets is part of the training, and runs from before recipes
     existed (free gates by default) must not be taken for runs of the current default."""
     T = _train_module()
     defaults = _defaults()
     runtime = set(getattr(T, "RUNTIME_FIELDS", ())) | {"device", "num_threads", "out_dir", "data_dir", "run_name",
                                                         "download", "n_betas", "iw_k", "eval_batch_size"}
+    recipe_set = _recipe_set(config_dict, defaults)
     relevant = {}
     for k, v in config_dict.items():
         if k in runtime:
             continue
         if k in defaults and _canon(defaults[k]) == _canon(v):
+            continue
+        if k in recipe_set and _canon(recipe_set[k]) == _canon(v):   # what the recipe sets when left unset
             continue
         relevant[k] = _canon(v)
     if config_dict.get("mr", True):
