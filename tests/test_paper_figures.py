@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -300,6 +301,24 @@ def test_registry_shares_runs_and_marks_what_cannot_be_built():
             assert (f"{e} epochs" in preset.budget) or (f"{e} ({_NAME[d]})" in preset.budget), (name, d)
     assert R.CPU_FULL_EPOCHS == {"mnist": 5, "omniglot": 10}
     assert "5 (MNIST) / 10 (Omniglot) epochs" in R.EXPERIMENTS["table2"].preset("cpu").budget
+
+
+def test_a_budget_that_names_another_experiment_shares_runs_with_it():
+    """`experiment list` tells a user which runs an experiment reuses; every other experiment a cpu estimate
+    names must share at least one run folder with it (three estimates named fig5_omniglot after its preset
+    moved to the full training split, and shared nothing with it)."""
+    def folders(name):
+        return {f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}"
+                for _, f in R.EXPERIMENTS[name].preset("cpu").runs()}
+
+    checked = 0
+    for name, exp in R.EXPERIMENTS.items():
+        text = exp.preset("cpu").estimate
+        for other in R.EXPERIMENTS:
+            if other != name and re.search(rf"\b{other}\b", text):
+                assert folders(name) & folders(other), (name, other, text)
+                checked += 1
+    assert checked >= 5
 
 
 def test_run_folder_names_are_pinned():

@@ -408,9 +408,10 @@ def _fig6_fig7(fig: str) -> dict[str, Preset]:
                       f"{_FID_SAMPLES[p]} prior samples per beta against as many test images (when the Inception "
                       "weights are available)")
         if fig == "fig6":
-            est = ("~13 min on 2 CPU cores (CelebA64: 11 ResNet runs of 14.4k examples at ~230 examples/s; "
-                   "Omniglot shared with fig5_omniglot, else +8 min; SVHN skipped when missing)")
-            secs = 780
+            est = ("~21 min on 2 CPU cores (CelebA64: 11 ResNet runs of 14.4k examples at ~230 examples/s, ~13 min; "
+                   "Omniglot: 10 KL-annealed beta-VAEs of 24k examples, ~8 min, and fig8_sensitivity's default "
+                   "MR-VAE; SVHN skipped when missing)")
+            secs = 1260
         else:
             est = ("~2 min on 2 CPU cores after fig6 (extra evaluations at beta = 10, 1, 0.1, 0.01; the runs are "
                    "shared), else ~10 min")
@@ -431,7 +432,7 @@ def _fig8_sensitivity() -> dict[str, Preset]:
                       **({} if (a, b) == (0.01, 10.0) else {"beta_a": a, "beta_b": b}))
                   for (a, b), panel in ranges]
         out[p] = _preset(p, groups, estimate="~7 min on 2 CPU cores (6 Omniglot ResNet MR-VAEs of 24k examples "
-                         "+ 6 evaluations; the default range is shared with fig5_omniglot)" if p == "cpu" else "",
+                         "+ 6 evaluations; the default range's run is also fig9's and fig6's)" if p == "cpu" else "",
                          estimate_s=420 if p == "cpu" else None, data_name="Omniglot")
     return out
 
@@ -469,8 +470,8 @@ def _fig9() -> dict[str, Preset]:
                 continue
             g = _mr(key, label, "omniglot", "resnet", base, (ev,), params={"panel": panel}, **over)
             groups.append(dataclasses.replace(g, panel=panel))
-        out[p] = _preset(p, groups, estimate="~9 min on 2 CPU cores (6 new Omniglot ResNet MR-VAEs of 24k "
-                         "examples + 7 evaluations; the default is shared with fig5_omniglot)" if p == "cpu" else "",
+        out[p] = _preset(p, groups, estimate="~9 min on 2 CPU cores (7 new Omniglot ResNet MR-VAEs of 24k "
+                         "examples + 8 evaluations; the default is fig8_sensitivity's run)" if p == "cpu" else "",
                          estimate_s=540 if p == "cpu" else None, data_name="Omniglot")
     return out
 
