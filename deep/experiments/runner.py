@@ -80,8 +80,9 @@ def config_hash(config_dict: dict) -> str:
     TrainConfig defaults and from the values the recipe gives the family (so the fields of a preset and the
     ``config.json`` of the run they trained hash alike), runtime fields (device, threads, paths, evaluation
     sizes) excluded, so the hash stays the same when new fields with defaults are added to TrainConfig. An
-    MR-VAE's hash always holds its ``recipe`` (default included): what a recipe sets is part of the training, and runs from before recipes
-    existed (free gates by default) must not be taken for runs of the current default."""
+    MR-VAE's hash always holds its ``recipe`` (default included): what a recipe sets is part of the training,
+    and runs from before recipes existed (free gates by default) must not be taken for runs of the current
+    default."""
     T = _train_module()
     defaults = _defaults()
     runtime = set(getattr(T, "RUNTIME_FIELDS", ())) | {"device", "num_threads", "out_dir", "data_dir", "run_name",
