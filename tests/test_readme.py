@@ -106,17 +106,37 @@ def _markdown_targets(text: str) -> list[str]:
     return [t for pattern in _LINK_PATTERNS for t in pattern.findall(text)]
 
 
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a Markdown text's headings: lower case, punctuation other than ``-`` and
+    ``_`` dropped, spaces to ``-``, ``-1``, ``-2``... for repeats (fenced code is not a heading)."""
+    text = re.sub(r"^\s*(```|~~~).*?^\s*\1", "", text, flags=re.S | re.M)
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    for title in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
 def broken_links(files: list[Path]) -> list[str]:
-    """``file: target`` for every relative link or image whose file does not exist (anchors are not checked;
-    URLs with a scheme and in-page anchors are skipped)."""
+    """``file: target`` for every relative link or image whose file does not exist, and for every link to a
+    heading (``page.md#anchor``, ``#anchor``) that the Markdown page does not have; URLs with a scheme are
+    skipped."""
     broken = []
     for md in files:
         for target in _markdown_targets(md.read_text()):
-            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", target) or target.startswith("#"):
+            if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", target):
                 continue
-            path = urllib.parse.unquote(target.split("#", 1)[0].split("?", 1)[0])
-            if not (md.parent / path).exists():
-                broken.append(f"{md.relative_to(ROOT) if md.is_relative_to(ROOT) else md}: {target}")
+            file_part, _, anchor = target.partition("#")
+            path = md.parent / urllib.parse.unquote(file_part.split("?", 1)[0]) if file_part else md
+            name = md.relative_to(ROOT) if md.is_relative_to(ROOT) else md
+            if not path.exists():
+                broken.append(f"{name}: {target}")
+            elif anchor and path.suffix == ".md" and urllib.parse.unquote(anchor) not in heading_anchors(
+                    path.read_text()):
+                broken.append(f"{name}: {target}")
     return broken
 
 
@@ -133,13 +153,17 @@ def test_every_relative_link_and_image_of_readme_and_docs_exists():
     assert broken_links(files) == []
 
 
-def test_link_check_reports_missing_files_and_ignores_urls_anchors_and_code(tmp_path):
+def test_link_check_reports_missing_files_and_anchors_and_ignores_urls_and_code(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.png").write_bytes(b"")
-    (tmp_path / "other.md").write_text("x")
+    (tmp_path / "other.md").write_text("## Some anchor\n\n### The `cpu` preset at lr 2e-3 (β, 11th)\n\n## Notes\n"
+                                       "## Notes\n```\n# not a heading\n```\n")
     page = tmp_path / "page.md"
-    page.write_text("[ok](other.md#some-anchor) ![ok](img/a.png) [web](https://example.org/x.md) [here](#top)\n"
+    page.write_text("# Top\n[ok](other.md#some-anchor) ![ok](img/a.png) [web](https://example.org/x.md#y) "
+                    "[here](#top)\n[ok](other.md#the-cpu-preset-at-lr-2e-3-β-11th) [ok](other.md#notes-1)\n"
                     "[gone](missing.md) ![gone](img/b.png) <img src=\"img/c.png\">\n[ref]: ref-missing.md\n"
+                    "[bad](other.md#nope) [bad](#bottom) [bad](other.md#not-a-heading)\n"
                     "`[code](not-a-link.md)`\n```\n[fenced](not-a-link-either.md)\n```\n")
-    assert broken_links([page]) == [f"{page}: missing.md", f"{page}: img/b.png", f"{page}: img/c.png",
+    assert broken_links([page]) == [f"{page}: missing.md", f"{page}: img/b.png", f"{page}: other.md#nope",
+                                    f"{page}: #bottom", f"{page}: other.md#not-a-heading", f"{page}: img/c.png",
                                     f"{page}: ref-missing.md"]
