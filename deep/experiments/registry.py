@@ -202,9 +202,9 @@ _CPU_EVAL = Evaluation(n_betas=20, max_examples=2000, batch_size=100, n_images=8
 #: at beta = 0.01 by 5.7 and 10.8 nats at seeds 0 and 1 (docs/recipe.md).
 CPU_FULL_WARMUP_EPOCHS = 1.0
 CPU_FULL_EPOCHS = {"mnist": 5, "omniglot": 10}
-#: Peak learning rate of every model of this preset. At 10 Omniglot epochs lr 2e-3 beat 1e-3 for the beta-VAE at
-#: each of the 10 baseline betas (by 0.11 to 3.43 nats of D + beta R) and for the MR-VAE; on MNIST (5 epochs) at the
-#: 3 betas measured (docs/recipe.md, "A wider training range and a higher learning rate").
+#: Peak learning rate of every model of this preset. lr 2e-3 beat 1e-3 for the beta-VAE at each of the 10
+#: baseline betas (D + beta R lower by 0.11 to 3.43 nats on Omniglot at 10 epochs, 0.61 to 2.88 on MNIST at 5)
+#: and for the MR-VAE; 4e-3 was worse again (docs/recipe.md, "The cpu preset at lr 2e-3").
 CPU_FULL_LR = 2e-3
 #: The MR-VAE's gates keep the absolute learning rate the ResNet's default gives them (x100 of lr 1e-3 = 0.1):
 #: x50 of CPU_FULL_LR, the setting measured at lr 2e-3 (a test checks the product).
