@@ -102,6 +102,29 @@ def run(name: str, preset: str, results: str | None, data_dir: str | None, devic
             raise click.ClickException("some runs failed (details in the manifests):\n  " + "\n  ".join(failed))
 
 
+@experiment.command("adopt")
+@click.argument("name")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--preset", type=click.Choice(_PRESETS), default=DEFAULT_PRESET, show_default=True)
+@click.option("--results", "results", type=click.Path(file_okay=False), default=None,
+              help="Results root (default: results/<preset>).")
+def adopt(name: str, sources: tuple[str, ...], preset: str, results: str | None) -> None:
+    """Copy finished runs under SOURCES whose training config is one of experiment NAME's runs into its
+    results root, so `experiment run` evaluates them instead of training them again. Use it to train an
+    experiment's runs as parallel jobs (`mrvae-cli deep sweep` / `deep train` with the preset's training
+    settings) and then collect them.
+
+    Example: mrvae-cli experiment adopt fig5_omniglot sweeps/ --preset cpu --results results/cpu
+    """
+    from deep.experiments.runner import adopt_runs
+
+    with user_errors():
+        copied = adopt_runs(name, preset, results, sources, log=click.echo)
+    root = Path(results) if results else default_results_root(preset)
+    click.echo(f"adopted {len(copied)} run(s) into {root}; next: mrvae-cli experiment run {name} --preset {preset}"
+               f" --results {root}")
+
+
 @click.command("figures")
 @click.option("--results", "results", type=click.Path(file_okay=False),
               default=str(default_results_root(DEFAULT_PRESET)), show_default=True,

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -772,6 +773,41 @@ def _synthetic_factory(missing: tuple[str, ...] = ()):
         return ImageSplit("synthetic", split, images, protocol="synthetic 28x28 binary stand-in",
                           binarization="static", likelihood="bernoulli")
     return factory
+
+
+def test_runs_trained_elsewhere_are_adopted_and_not_trained_again(tmp_path):
+    """`experiment adopt`: runs trained outside the runner (here: fig1's smoke runs moved to folders of
+    other names, with their config.json as `deep sweep` would leave it) are copied to where the runner looks,
+    so `experiment run` trains none of them; a run of another config is not taken."""
+    from click.testing import CliRunner
+    from cli.main import cli
+
+    first = tmp_path / "first"
+    X.run_experiment("fig1", "smoke", first, device="cpu", threads=1, data_factory=_synthetic_factory(),
+                     strict=True)
+    elsewhere = tmp_path / "elsewhere" / "sweep"
+    runs = sorted(p.parent for p in (first / "runs").rglob("summary.json"))
+    assert len(runs) == 7   # one MR-VAE, 3 constant-beta and 3 KL-annealed beta-VAEs
+    for i, run in enumerate(runs):
+        shutil.copytree(run, elsewhere / f"job{i}")
+    other = json.loads((elsewhere / "job0" / "config.json").read_text())
+    other["config"]["epochs"] += 1   # a different training config
+    shutil.copytree(runs[0], elsewhere / "other")
+    (elsewhere / "other" / "config.json").write_text(json.dumps(other))
+
+    root = tmp_path / "results"
+    out = CliRunner().invoke(cli, ["experiment", "adopt", "fig1", str(tmp_path / "elsewhere"),
+                                   "--preset", "smoke", "--results", str(root)])
+    assert out.exit_code == 0, out.output
+    assert "adopted 7 run(s)" in out.output
+    assert sorted(p.relative_to(root / "runs") for p in (root / "runs").glob("*/*")) == \
+        sorted(p.relative_to(first / "runs") for p in runs)
+    logs: list[str] = []
+    m = X.run_experiment("fig1", "smoke", root, device="cpu", threads=1, data_factory=_synthetic_factory(),
+                         strict=True, log=logs.append)
+    assert m["status"] == "complete"
+    assert not any(line.strip().startswith(("training ", "resuming ")) for line in logs)
+    assert X.adopt_runs("fig1", "smoke", root, [tmp_path / "elsewhere"]) == []   # already in place
 
 
 def test_smoke_experiment_runs_end_to_end_resumes_and_shares_runs(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from .manifest import PRESETS, default_results_root, manifest_path, new_manifest
 from .registry import (RUN_ALL_ORDER, Evaluation, ExperimentError, Group, Preset, get_experiment,
                        missing_requirements, run_fields)
 
-__all__ = ["run_experiment", "run_all", "config_hash", "run_folder_name", "CachedLoader"]
+__all__ = ["run_experiment", "run_all", "adopt_runs", "config_hash", "run_folder_name", "CachedLoader"]
 
 
 def _train_module():
@@ -467,6 +467,54 @@ def run_experiment(name: str, preset: str = "cpu", results_root: str | os.PathLi
     say(f"{name}: {manifest['status']} (manifest: {mpath})")
     manifest["path"] = str(mpath)
     return manifest
+
+
+def adopt_runs(name: str, preset: str = "cpu", results_root: str | os.PathLike | None = None,
+               sources: Sequence[str | os.PathLike] = (), *,
+               log: Callable[[str], None] | None = None) -> list[tuple[Path, Path]]:
+    """Copy finished runs trained outside the runner (e.g. by ``mrvae-cli deep sweep`` / ``deep train`` jobs
+    side by side) to where experiment ``name`` at ``preset`` looks for them, so ``run_experiment`` finds
+    them complete instead of training them again.
+
+    Every folder under ``sources`` (searched recursively) with a ``summary.json`` (a finished run) and a
+    ``config.json`` whose training config names one of the experiment's run folders (:func:`run_folder_name`;
+    runtime fields such as threads, paths and device do not count) is copied to
+    ``<results_root>/runs/<dataset>_<arch>/<folder>``, older checkpoints left out. Run folders already in
+    place are kept. Returns the ``(source, destination)`` pairs copied; ``log`` gets one line per copy and
+    one per run still missing.
+    """
+    import shutil
+
+    if preset not in PRESETS:
+        raise ExperimentError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
+    spec = get_experiment(name).preset(preset)
+    root = Path(results_root) if results_root is not None else default_results_root(preset)
+    say = log or (lambda msg: None)
+    found: dict[str, Path] = {}
+    for source in sources:
+        for cfg in sorted(Path(source).rglob("config.json")):
+            if not (cfg.parent / "summary.json").exists():
+                continue
+            try:
+                config = json.loads(cfg.read_text()).get("config")
+            except (OSError, json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(config, dict) and "lr" in config:
+                found.setdefault(f"{config.get('dataset')}_{config.get('arch')}/{run_folder_name(config)}",
+                                 cfg.parent)
+    copied = []
+    for _, fields in spec.runs():
+        key = f"{fields['dataset']}_{fields['arch']}/{run_folder_name(fields)}"
+        dest = root / "runs" / key
+        if dest.exists():
+            continue
+        if key not in found:
+            say(f"  not found: {key}")
+            continue
+        shutil.copytree(found[key], dest, ignore=shutil.ignore_patterns("checkpoint-e*.pt"))
+        say(f"  {found[key]} -> {dest}")
+        copied.append((found[key], dest))
+    return copied
 
 
 def run_all(preset: str = "smoke", results_root: str | os.PathLike | None = None, **kwargs: Any) -> list[dict]:
