@@ -259,10 +259,12 @@ def test_every_experiment_has_three_presets_with_valid_train_configs():
 _NAME = {"mnist": "MNIST", "omniglot": "Omniglot"}
 
 
-def test_registry_shares_runs_and_marks_what_cannot_be_built():
-    def folders(name, preset="cpu"):
-        return {f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}" for _, f in R.EXPERIMENTS[name].preset(preset).runs()}
+def folders(name: str, preset: str = "cpu") -> set[str]:
+    """``<dataset>_<arch>/<run folder>`` of every run of experiment ``name`` at ``preset``."""
+    return {f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}" for _, f in R.EXPERIMENTS[name].preset(preset).runs()}
 
+
+def test_registry_shares_runs_and_marks_what_cannot_be_built():
     assert folders("fig5_omniglot") <= folders("fig1")           # Fig. 1 adds the KL-annealed baselines
     assert folders("fig1", "paper") <= folders("fig5_omniglot", "paper")
     assert folders("table2") == folders("fig5_mnist") | folders("fig5_omniglot")
@@ -308,10 +310,6 @@ def test_a_budget_that_names_another_experiment_shares_runs_with_it():
     """`experiment list` tells a user which runs an experiment reuses; every other experiment a cpu estimate
     names must share at least one run folder with it (three estimates named fig5_omniglot after its preset
     moved to the full training split, and shared nothing with it)."""
-    def folders(name):
-        return {f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}"
-                for _, f in R.EXPERIMENTS[name].preset("cpu").runs()}
-
     checked = 0
     for name, exp in R.EXPERIMENTS.items():
         text = exp.preset("cpu").estimate
@@ -343,18 +341,18 @@ def test_run_folder_names_are_pinned():
     redefined, a sweep member named by BASELINE_BETAS, and a config with nested options. beta-VAE names are
     those of e3205af; MR-VAE names hold the training recipe since recipes exist (the default recipe now sets
     the gate learning rate and monotone decoder gates, so an MR run from before must not be reused)."""
-    def folders(name, preset):  # {group key (/beta for a sweep member): folder} of the seed-0 runs
+    def seed0_folders(name, preset):  # {group key (/beta for a sweep member): folder} of the seed-0 runs
         return {(g.key if g.kind == "mr" else f"{g.key}/{f['beta']:.4g}"):
                 f"{f['dataset']}_{f['arch']}/{X.run_folder_name(f)}"
                 for g, f in R.EXPERIMENTS[name].preset(preset).runs() if f["seed"] == 0}
 
-    f8 = folders("fig8_sensitivity", "cpu")
+    f8 = seed0_folders("fig8_sensitivity", "cpu")
     assert f8["range_a0.001_b10"] == "omniglot_resnet/mr_lr0.001_s0_3fc813079e"
     assert f8["range_a0.01_b10"] == "omniglot_resnet/mr_lr0.001_s0_986f2eb2a4"
-    f9 = folders("fig9", "cpu")
+    f9 = seed0_folders("fig9", "cpu")
     assert f9["hyper_mlp2"] == "omniglot_resnet/mr_lr0.001_s0_354290a99e"
     assert f9["hyper_shared_mlp2"] == "omniglot_resnet/mr_lr0.001_s0_8c7f8dbb4f"
-    tc = folders("fig8_tcvae", "smoke")
+    tc = seed0_folders("fig8_tcvae", "smoke")
     assert tc["dsprites_mlp_mr"] == "dsprites_mlp/mr_lr0.001_s0_1ca6cd64ec"
     assert tc["dsprites_mlp_beta_constant/0.1"] == "dsprites_mlp/beta0.1_constant_lr0.001_s0_644b14de55"
     member = {"arch": "conv", "batch_size": 128, "beta": M.BASELINE_BETAS[1], "dataset": "omniglot", "epochs": 200,

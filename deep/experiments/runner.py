@@ -63,7 +63,7 @@ def _canon(value: Any) -> Any:
 def _recipe_set(config_dict: dict, defaults: dict) -> dict:
     """The values the config's recipe gives its family for the fields left unset (``None`` by default), so a
     saved ``config.json`` (recipe values filled in) hashes like the fields that produced it."""
-    from deep.train.config import RECIPES, recipe_values
+    from deep.train.config import RECIPE_FIELDS, RECIPES, recipe_values
 
     recipe = config_dict.get("recipe", defaults.get("recipe"))
     if recipe not in RECIPES:
@@ -72,7 +72,7 @@ def _recipe_set(config_dict: dict, defaults: dict) -> dict:
         values = recipe_values(recipe, config_dict.get("arch", defaults.get("arch")))
     except ValueError:  # a family's bad override (ConfigError): TrainConfig reports it; hash what is given
         return {}
-    return {k: v for k, v in values.items() if k in defaults and defaults[k] is None}
+    return {k: values[k] for k in RECIPE_FIELDS if k in values}
 
 
 def config_hash(config_dict: dict) -> str:
@@ -110,6 +110,11 @@ def run_folder_name(config_dict: dict) -> str:
     else:
         tag = f"beta{float(config_dict['beta']):.4g}_{config_dict.get('kl_schedule', 'constant')}"
     return f"{tag}_lr{float(config_dict['lr']):g}_s{int(config_dict.get('seed', 0))}_{config_hash(config_dict)}"
+
+
+def _run_dir(root: Path, config_dict: dict) -> Path:
+    """``<root>/runs/<dataset>_<arch>/<run folder>``: where a run lives in a results root (manifest layout)."""
+    return root / "runs" / f"{config_dict['dataset']}_{config_dict['arch']}" / run_folder_name(config_dict)
 
 
 # ------------------------------------------------------------------------------------------
@@ -418,8 +423,8 @@ def run_experiment(name: str, preset: str = "cpu", results_root: str | os.PathLi
             for seed in spec.seeds:
                 for beta in (g.betas if g.kind == "sweep" else (None,)):
                     fields = run_fields(g, lr, seed, beta)
-                    sub = f"{fields['dataset']}_{fields['arch']}"
-                    fields.update(out_dir=str(root / "runs" / sub), run_name=run_folder_name(fields),
+                    run_dir = _run_dir(root, fields)
+                    fields.update(out_dir=str(run_dir.parent), run_name=run_dir.name,
                                   device=device, num_threads=threads, data_dir=data_dir)
                     evals = list(g.evaluations)
                     if selection and (g.kind == "mr" or math.isclose(beta, _selection_member(g), rel_tol=1e-12)):
@@ -485,12 +490,10 @@ def adopt_runs(name: str, preset: str = "cpu", results_root: str | os.PathLike |
     """
     import shutil
 
-    if preset not in PRESETS:
-        raise ExperimentError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
-    spec = get_experiment(name).preset(preset)
+    spec = get_experiment(name).preset(preset)   # an unknown preset: ExperimentError
     root = Path(results_root) if results_root is not None else default_results_root(preset)
     say = log or (lambda msg: None)
-    found: dict[str, Path] = {}
+    found: dict[Path, Path] = {}   # where the runner looks -> where the run is
     for source in sources:
         for cfg in sorted(Path(source).rglob("config.json")):
             if not (cfg.parent / "summary.json").exists():
@@ -499,21 +502,19 @@ def adopt_runs(name: str, preset: str = "cpu", results_root: str | os.PathLike |
                 config = json.loads(cfg.read_text()).get("config")
             except (OSError, json.JSONDecodeError, AttributeError):
                 continue
-            if isinstance(config, dict) and "lr" in config:
-                found.setdefault(f"{config.get('dataset')}_{config.get('arch')}/{run_folder_name(config)}",
-                                 cfg.parent)
+            if isinstance(config, dict) and {"dataset", "arch", "lr"} <= set(config):
+                found.setdefault(_run_dir(root, config), cfg.parent)
     copied = []
     for _, fields in spec.runs():
-        key = f"{fields['dataset']}_{fields['arch']}/{run_folder_name(fields)}"
-        dest = root / "runs" / key
+        dest = _run_dir(root, fields)
         if dest.exists():
             continue
-        if key not in found:
-            say(f"  not found: {key}")
+        if dest not in found:
+            say(f"  not found: {_rel(dest, root)}")
             continue
-        shutil.copytree(found[key], dest, ignore=shutil.ignore_patterns("checkpoint-e*.pt"))
-        say(f"  {found[key]} -> {dest}")
-        copied.append((found[key], dest))
+        shutil.copytree(found[dest], dest, ignore=shutil.ignore_patterns("checkpoint-e*.pt"))
+        say(f"  {found[dest]} -> {dest}")
+        copied.append((found[dest], dest))
     return copied
 
 
