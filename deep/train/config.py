@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # torch-free at import: the CLI builds its options and help f
 __all__ = ["ConfigError", "TrainConfig", "KL_SCHEDULES", "KL_SCHEDULE_UNITS", "LR_SCHEDULES", "OBJECTIVES",
            "OPTIMIZERS", "PRECISIONS", "RECIPES", "RECIPE_FIELDS", "recipe_values", "LOSS_NORMALIZATIONS",
            "BASELINE_BETAS", "RUNTIME_FIELDS", "VAL_BETAS", "LOGGERS", "resolve_device", "run_dir_for", "load_config",
-           "config_diff", "field_help", "field_choices", "precision_problem"]
+           "config_diff", "field_help", "gate_lr_mult_text", "field_choices", "precision_problem"]
 
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 
@@ -72,6 +72,17 @@ def recipe_values(recipe: str, arch: str | None = None) -> dict[str, Any]:
     return values
 
 
+def gate_lr_mult_text(recipe: str = "mrvae") -> str:
+    """The gate learning-rate multipliers ``recipe`` gives, as help and budget texts write them: the shared
+    value, then each registered family's own, e.g. ``"x30 (x100 for resnet)"``."""
+    from deep.models.registry import family_names, family_recipe_overrides
+
+    shared = RECIPES[recipe]["hyper_lr_mult"]
+    own = [(arch, family_recipe_overrides(arch, recipe).get("hyper_lr_mult")) for arch in family_names()]
+    own_text = ", ".join(f"x{mult:g} for {arch}" for arch, mult in own if mult is not None and mult != shared)
+    return f"x{shared:g}" + (f" ({own_text})" if own_text else "")
+
+
 #: Numeric precisions of training (:mod:`deep.train.distributed` implements them).
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -119,10 +130,11 @@ def _gate_names() -> tuple[str, ...]:
     return GATE_KIND_NAMES
 
 
-def _doc(default: Any = dataclasses.MISSING, help: str = "", *,
+def _doc(default: Any = dataclasses.MISSING, help: str | Callable[[], str] = "", *,
          choices: Sequence[str] | Callable[[], Sequence[str]] | None = None,
          factory: Callable[[], Any] | None = None) -> Any:
-    """A dataclass field with its one-line documentation (``metadata["help"]``, shown by ``--help``) and,
+    """A dataclass field with its one-line documentation (``metadata["help"]``, shown by ``--help``; a function
+    for a text that names registry values, read when asked) and,
     for enumerated fields, ``metadata["choices"]``: a tuple (checked by :meth:`TrainConfig.validate`) or a
     function returning the names (model-side names: datasets, architectures, gates, distortions; the
     family that builds the model checks them)."""
@@ -152,10 +164,11 @@ class TrainConfig:
     arch: str = _doc("resnet", "Model family: conv, resnet (images), nvae (mnist/omniglot/celeba64), mlp "
                      "(dsprites), lstm (yahoo).", choices=_arch_names)
     mr: bool = _doc(True, "An MR-VAE (one model for the whole beta range) or, when false, a beta-VAE at beta.")
-    recipe: str = _doc("mrvae", "Training recipe of an MR-VAE, for the options left unset: mrvae (this project's "
-                       "default: gate learning rate x30 (x100 for resnet), stratified beta sampling, decoder gates "
-                       "non-increasing in beta; docs/recipe.md) or paper (the paper's exact recipe: one learning "
-                       "rate, one beta per example, free gates).", choices=tuple(RECIPES))
+    recipe: str = _doc("mrvae", lambda: (
+        "Training recipe of an MR-VAE, for the options left unset: mrvae (this project's default: gate learning "
+        f"rate {gate_lr_mult_text('mrvae')}, stratified beta sampling, decoder gates non-increasing in beta; "
+        "docs/recipe.md) or paper (the paper's exact recipe: one learning rate, one beta per example, free "
+        "gates)."), choices=tuple(RECIPES))
     beta: float = _doc(1.0, "beta of a beta-VAE (weight on the rate).")
     beta_a: float = _doc(0.01, "Lower end of the MR-VAE's training range of beta (log-uniform).")
     beta_b: float = _doc(10.0, "Upper end of the MR-VAE's training range of beta.")
@@ -442,7 +455,8 @@ def load_config(run_dir: str | os.PathLike) -> TrainConfig:
 
 def field_help(name: str) -> str:
     """The one-line description of TrainConfig field ``name``."""
-    return _FIELDS[name].metadata.get("help", "")
+    text = _FIELDS[name].metadata.get("help", "")
+    return text() if callable(text) else text
 
 
 def field_choices(name: str) -> tuple[str, ...] | None:
