@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..data.registry import YAHOO_ENC_GATE_LAMBDA
+from ..train.config import gate_lr_mult_text, recipe_values  # torch-free: the recipes and family registry
 from .manifest import BASELINE_BETAS, FIG7_BETAS, FIG7_RESULTS, PAPER_LRS, PAPER_SEEDS, PRESETS, RD_RESULTS
 from .standalone import run_linear, run_table1
 
@@ -286,7 +287,8 @@ def _preset(name: str, groups: list[Group], *, budget: str | None = None, estima
     default = _BUDGET_CPU.format(epochs=_CPU_TRAIN["epochs"],
                                  n=f"a fixed {_CPU_TRAIN['max_train_examples']:,}-example "
                                    f"{data_name + ' ' if data_name else ''}training subset",
-                                 batch=_CPU_TRAIN["batch_size"], lr=_CPU_TRAIN["lr"], gate_mults=_gate_mults())
+                                 batch=_CPU_TRAIN["batch_size"], lr=_CPU_TRAIN["lr"],
+                                 gate_mults=gate_lr_mult_text("mrvae"))
     return Preset(name, tuple(groups), budget or default, estimate, estimate_s, lrs, seeds or (0,),
                   selection_split, False)
 
@@ -312,20 +314,6 @@ def _binary_groups(dataset: str, arch: str, preset: str, schedules: tuple[str, .
     return groups
 
 
-def _gate_mults() -> str:
-    """The default recipe's gate learning-rate multipliers as the budget texts say them (from the recipes and
-    the family registry, both torch-free)."""
-    from deep.train.config import gate_lr_mult_text
-
-    return gate_lr_mult_text("mrvae")
-
-
-def _resnet_gate_mult() -> float:
-    from deep.train.config import recipe_values
-
-    return recipe_values("mrvae", "resnet")["hyper_lr_mult"]
-
-
 def _epochs_text(epochs: float) -> str:
     return "epoch" if epochs == 1 else f"{epochs:g} epochs"
 
@@ -337,7 +325,7 @@ def _budget_full(dataset: str) -> str:
             f"Adam lr {CPU_FULL_LR:g} (linear warm-up over the first {_epochs_text(CPU_FULL_WARMUP_EPOCHS)}, "
             f"then cosine decay), the default (mrvae) recipe with the MR-VAE's gates at x{CPU_FULL_HYPER_LR_MULT:g} "
             f"that lr (= {CPU_FULL_LR * CPU_FULL_HYPER_LR_MULT:g}, what the ResNet's default "
-            f"x{_resnet_gate_mult():g} gives at lr 1e-3), "
+            f"x{recipe_values('mrvae', 'resnet')['hyper_lr_mult']:g} gives at lr 1e-3), "
             "1 seed, no LR grid; evaluation on the full test set (MR-VAE at 20 log-spaced betas and at the 10 "
             "baseline betas) (paper: 200 epochs, LR grid, 3 seeds, ConvNet too)")
 
@@ -427,7 +415,7 @@ def _fig6_fig7(fig: str) -> dict[str, Preset]:
         budget = None
         if p == "cpu":
             budget = (_BUDGET_CPU.format(epochs=3, n="a fixed 8,000-example Omniglot subset", batch=128, lr=1e-3,
-                                         gate_mults=_gate_mults())
+                                         gate_mults=gate_lr_mult_text("mrvae"))
                       + "; CelebA64: 6 epochs on the 2,400 training images available here (substitute subset); "
                       "SVHN: 6 epochs on 8,000 examples when the data exists; beta-VAEs with KL annealing; FID of "
                       f"{_FID_SAMPLES[p]} prior samples per beta against as many test images (when the Inception "
